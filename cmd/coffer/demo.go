@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/coffer/coffer/internal/config"
+	"github.com/coffer/coffer/internal/follow"
+	"github.com/coffer/coffer/internal/regtest"
+	"github.com/coffer/coffer/internal/store"
+)
+
+// cmdDemo runs a regtest btcd and Coffer on SQLite in one directory, makes a
+// payment and a block every few seconds so there is something to watch, and
+// stops everything on Ctrl-C. Running it again resumes the same chain.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "./coffer-demo", "directory for the node's chain and Coffer's database")
+	listen := fs.String("listen", "127.0.0.1:8080", "API listen address")
+	every := fs.Duration("every", 10*time.Second, "interval between demo payments and blocks (0 disables)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+
+	say("Starting a regtest btcd in %s (the first run builds btcd, about a minute)…", filepath.Join(abs, "node"))
+	n, err := regtest.Start(ctx, regtest.Options{Kind: regtest.KindBtcd, Dir: filepath.Join(abs, "node")})
+	if err != nil {
+		return fmt.Errorf("starting regtest btcd: %w", err)
+	}
+	defer func() {
+		say("Stopping the regtest node…")
+		n.Stop()
+	}()
+	height, err := n.Client().GetBlockCount(ctx)
+	if err != nil {
+		return err
+	}
+	if height < 101 {
+		say("Mining %d blocks so the demo wallet has spendable coins…", 101-height)
+		if _, err := n.Mine(ctx, int(101-height)); err != nil {
+			return err
+		}
+	}
+
+	cfg := config.Default()
+	cfg.DataDir = abs
+	cfg.Database.DSN = filepath.Join(abs, "coffer.db")
+	rpc := n.RPC()
+	cfg.Node.URL, cfg.Node.User, cfg.Node.Password = rpc.URL, rpc.User, rpc.Password
+	cfg.API.Listen = *listen
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	// Watch one demo key so payments to it show up as tracked transactions.
+	key := n.MinerKey()
+	db, err := store.Open(ctx, cfg.Database.DSN)
+	if err != nil {
+		return err
+	}
+	if _, err := db.Migrate(ctx); err == nil {
+		err = follow.TrackScripts(ctx, db, "demo", key.PkScript())
+	}
+	db.Close()
+	if err != nil {
+		return err
+	}
+
+	ready := make(chan string, 1)
+	serveErr := make(chan error, 1)
+	go func() {
+		serveErr <- serve(ctx, cfg, newLogger(config.Log{Level: "warn", Format: "text"}, stderr), ready)
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-serveErr:
+		return err
+	}
+	url := "http://" + addr
+	say("")
+	say("Coffer demo is running.")
+	say("  API:       %s", url)
+	say("  node:      btcd regtest, RPC %s", rpc.URL)
+	say("  database:  %s (SQLite)", cfg.Database.DSN)
+	say("  watching:  %s (the demo pays it and mines a block every %s)", key.Address(), *every)
+	say("")
+	say("Try:")
+	say("  curl -s %s/v1/status", url)
+	say("  curl -s '%s/v1/events?after=0&limit=5'", url)
+	say("  curl -s '%s/v1/events?after=0&wait=30'   # long-poll", url)
+	say("  curl -s %s/readyz", url)
+	say("")
+	say("Press Ctrl-C to stop.")
+
+	var tick <-chan time.Time
+	if *every > 0 {
+		t := time.NewTicker(*every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return <-serveErr
+		case err := <-serveErr:
+			return err
+		case <-tick:
+			if _, _, err := n.Fund(ctx, key.PkScript(), 50_000); err != nil {
+				say("demo payment failed: %v", err)
+			}
+			if _, err := n.Mine(ctx, 1); err != nil {
+				say("demo mining failed: %v", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/coffer/coffer/internal/api"
+	"github.com/coffer/coffer/internal/chain"
+	"github.com/coffer/coffer/internal/config"
+	"github.com/coffer/coffer/internal/events"
+	"github.com/coffer/coffer/internal/follow"
+	"github.com/coffer/coffer/internal/node"
+	"github.com/coffer/coffer/internal/store"
+)
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, _, err := loadConfig("serve", args, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, newLogger(cfg.Log, stderr), nil)
+}
+
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, _, err := loadConfig("migrate", args, stderr)
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, cfg.Database.DSN)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	applied, err := db.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	v, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "applied %d migration(s); schema version %d (%s)\n", len(applied), v, db.Dialect())
+	return nil
+}
+
+// nodeChainNames maps a configured network to the chain names nodes report
+// in getblockchaininfo (Bitcoin Core and Litecoin Core say main/test; btcd
+// says mainnet/testnet3).
+var nodeChainNames = map[string][]string{
+	"mainnet": {"main", "mainnet"},
+	"testnet": {"test", "testnet", "testnet3", "testnet4"},
+	"signet":  {"signet"},
+	"regtest": {"regtest", "simnet"},
+}
+
+// checkNode makes sure the configured node answers and is on the configured
+// network; a wrong password or address stops Coffer at start with a clear
+// message instead of retrying forever.
+func checkNode(ctx context.Context, client *node.Client, network string) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := client.GetBlockchainInfo(cctx)
+	if err != nil {
+		return fmt.Errorf("node at %s (node.url): %w", client.URL(), err)
+	}
+	for _, n := range nodeChainNames[network] {
+		if info.Chain == n {
+			return nil
+		}
+	}
+	return fmt.Errorf("node at %s is on chain %q but chain.network is %q", client.URL(), info.Chain, network)
+}
+
+// serve runs the API server and the follower until ctx ends. ready, if not
+// nil, receives the listening address once the server accepts connections.
+func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan<- string) error {
+	params, err := chain.Lookup(chain.Coin(cfg.Chain.Coin), chain.Network(cfg.Chain.Network))
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, cfg.Database.DSN)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.MaxAttempts = cfg.Database.MaxAttempts
+	if applied, err := db.Migrate(ctx); err != nil {
+		return err
+	} else if len(applied) > 0 {
+		logger.Info("applied database migrations", "versions", applied)
+	}
+	client, err := node.New(node.Config{URL: cfg.Node.URL, User: cfg.Node.User, Password: cfg.Node.Password,
+		CookieFile: cfg.Node.CookieFile, Timeout: cfg.Node.Timeout.D(), Retries: cfg.Node.Retries})
+	if err != nil {
+		return err
+	}
+	if err := checkNode(ctx, client, cfg.Chain.Network); err != nil {
+		return err
+	}
+
+	log := events.NewLog(db)
+	follower := follow.New(db, client, params, log, follow.Config{
+		StartHeight: cfg.Follow.StartHeight, MaxReorgDepth: cfg.Follow.MaxReorgDepth,
+		PollInterval: cfg.Follow.PollInterval.D(), Prefetch: cfg.Follow.Prefetch,
+	}, logger)
+	handler := api.NewServer(api.Deps{
+		DB: db, Events: log, Node: client, Version: Version(),
+		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
+		Chain:    func() api.ChainStatus { return api.ChainStatus(follower.Status()) },
+		Counters: func() api.ChainCounters { return api.ChainCounters(follower.Counters()) },
+	})
+
+	ln, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen %s: %w", cfg.API.Listen, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("coffer serving", "addr", ln.Addr().String(), "coin", cfg.Chain.Coin, "network", cfg.Chain.Network,
+		"database", string(db.Dialect()), "node", client.URL(), "version", Version())
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	followCtx, stopFollow := context.WithCancel(ctx)
+	followDone := make(chan error, 1)
+	go func() { followDone <- follower.Run(followCtx) }()
+
+	followerRunning := true
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		stopFollow()
+		<-followDone
+		return fmt.Errorf("http server: %w", err)
+	case err := <-followDone:
+		// A halted follower keeps the API up so operators can see why;
+		// /readyz reports it.
+		followerRunning = false
+		if err != nil {
+			logger.Error("follower stopped; API stays up and /readyz reports it", "err", err)
+		}
+		<-ctx.Done()
+	}
+	logger.Info("shutting down")
+	stopFollow()
+	if followerRunning {
+		<-followDone
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout.D())
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+// Package api is Coffer's HTTP API: routing, middleware (request ids,
+// logging, panic recovery, metrics), JSON errors, the health and status
+// endpoints, event long-polling, Prometheus metrics and the OpenAPI document.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coffer/coffer/internal/events"
+	"github.com/coffer/coffer/internal/node"
+	"github.com/coffer/coffer/internal/store"
+)
+
+// ChainStatus is the chain follower's view of the node and of its own
+// progress. Its fields mirror follow.Status so the caller can convert one
+// into the other without the api package importing the follower.
+type ChainStatus struct {
+	NodeReachable bool
+	NodeHeight    int64
+	NodeHash      string
+	SyncedHeight  int64 // -1 before the first block
+	SyncedHash    string
+	MempoolSize   int
+	LastError     string
+	Halted        string
+	UpdatedAt     time.Time
+}
+
+// ChainCounters mirrors follow.Counters: totals since the process started.
+type ChainCounters struct {
+	BlocksApplied      uint64
+	BlocksDisconnected uint64
+	Reorgs             uint64
+}
+
+// NodeChecker is the part of the node client the API needs; *node.Client
+// satisfies it.
+type NodeChecker interface {
+	GetBlockchainInfo(ctx context.Context) (*node.BlockchainInfo, error)
+}
+
+// Deps are what the server reads from. DB and Events are required; a nil
+// Node, Chain or Counters reads as "node unknown" and zero values.
+type Deps struct {
+	DB       *store.DB
+	Events   *events.Log
+	Node     NodeChecker
+	Chain    func() ChainStatus
+	Counters func() ChainCounters
+	Version  string
+	Coin     string // e.g. "btc"
+	Network  string // e.g. "regtest"
+	// ReadyLag is how many blocks the follower may trail the node and still
+	// report ready.
+	ReadyLag int64
+	Logger   *slog.Logger
+}
+
+// Timeouts for the dependency checks, short so a probe answers before the
+// orchestrator gives up on it.
+const (
+	dbCheckTimeout   = time.Second
+	nodeCheckTimeout = 2 * time.Second
+)
+
+// Event paging bounds.
+const (
+	defaultEventLimit = 100
+	maxWaitSeconds    = 60
+)
+
+// Server is the API's http.Handler.
+type Server struct {
+	d       Deps
+	log     *slog.Logger
+	mux     *http.ServeMux
+	byPat   map[string]route // ServeMux pattern → route, for logging and labels
+	metrics *metrics
+}
+
+// route is one entry of the route table. The table is the single source for
+// both the ServeMux and the OpenAPI coverage test.
+type route struct {
+	method string
+	path   string // ServeMux path pattern; also the OpenAPI path key
+	// quiet routes are polled by machines; logging them at Info would bury
+	// the requests people make.
+	quiet  bool
+	handle func(s *Server, w http.ResponseWriter, r *http.Request)
+}
+
+func (rt route) pattern() string { return rt.method + " " + rt.path }
+
+var routes = []route{
+	{method: http.MethodGet, path: "/healthz", quiet: true, handle: (*Server).handleHealthz},
+	{method: http.MethodGet, path: "/readyz", quiet: true, handle: (*Server).handleReadyz},
+	{method: http.MethodGet, path: "/metrics", quiet: true, handle: (*Server).handleMetrics},
+	{method: http.MethodGet, path: "/openapi.json", handle: (*Server).handleOpenAPI},
+	{method: http.MethodGet, path: "/v1/status", handle: (*Server).handleStatus},
+	{method: http.MethodGet, path: "/v1/events", handle: (*Server).handleEvents},
+}
+
+// NewServer builds the handler. It panics when DB or Events is nil, which is
+// a wiring mistake rather than a runtime condition.
+func NewServer(d Deps) *Server {
+	if d.DB == nil || d.Events == nil {
+		panic("api: Deps.DB and Deps.Events are required")
+	}
+	if d.Chain == nil {
+		d.Chain = func() ChainStatus { return ChainStatus{SyncedHeight: -1} }
+	}
+	if d.Counters == nil {
+		d.Counters = func() ChainCounters { return ChainCounters{} }
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		d:     d,
+		log:   d.Logger,
+		mux:   http.NewServeMux(),
+		byPat: make(map[string]route, len(routes)),
+	}
+	s.metrics = newMetrics(prometheus.NewRegistry(), d, s.log)
+	for _, rt := range routes {
+		s.byPat[rt.pattern()] = rt
+		s.mux.HandleFunc(rt.pattern(), func(w http.ResponseWriter, r *http.Request) { rt.handle(s, w, r) })
+	}
+	return s
+}
+
+// ServeHTTP runs the middleware chain around the ServeMux: request id,
+// panic recovery, JSON 404/405, metrics and the access log.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := requestID(r)
+	w.Header().Set(requestIDHeader, id)
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	sw := &statusWriter{ResponseWriter: w}
+
+	h, pattern := s.mux.Handler(r)
+	rt, matched := s.byPat[pattern]
+	label := "unmatched" // one label for every unknown path keeps cardinality bounded
+	if matched {
+		label = rt.path
+	}
+
+	defer func() {
+		p := recover()
+		status := sw.code()
+		if p != nil {
+			status = http.StatusInternalServerError
+			// ErrAbortHandler is a deliberate abort, not a bug to report.
+			if p != http.ErrAbortHandler {
+				s.log.Error("panic while handling request", "request_id", id, "method", r.Method,
+					"path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				if !sw.wroteHeader {
+					writeError(sw, status, CodeInternal, "internal error (request id "+id+")")
+				}
+			}
+		}
+		d := time.Since(start)
+		s.metrics.observe(label, status, d)
+		level := slog.LevelInfo
+		if rt.quiet {
+			level = slog.LevelDebug
+		}
+		s.log.LogAttrs(r.Context(), level, "http request",
+			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", status), slog.Duration("duration", d))
+		if p == http.ErrAbortHandler {
+			panic(p) // the server relies on it to drop the connection
+		}
+	}()
+
+	if pattern == "" {
+		s.unmatched(sw, r, h)
+		return
+	}
+	s.mux.ServeHTTP(sw, r)
+}
+
+// unmatched lets the ServeMux decide between 404, 405 and a path-cleaning
+// redirect, then answers 404 and 405 with the JSON error body instead of its
+// plain text.
+func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	rec := &captureWriter{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusMethodNotAllowed:
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			"method "+r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+allow)
+	case http.StatusNotFound, 0:
+		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
+	default:
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.status)
+		w.Write(rec.body)
+	}
+}
+
+// captureWriter holds what the ServeMux's own fallback handlers write.
+type captureWriter struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (c *captureWriter) Header() http.Header { return c.header }
+
+func (c *captureWriter) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+}
+
+func (c *captureWriter) Write(b []byte) (int, error) {
+	c.WriteHeader(http.StatusOK)
+	c.body = append(c.body, b...)
+	return len(b), nil
+}
+
+// statusWriter remembers the status code for logs and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = status, true
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush is forwarded so streaming handlers keep working behind the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		if !w.wroteHeader {
+			w.status, w.wroteHeader = http.StatusOK, true
+		}
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if !w.wroteHeader {
+		return http.StatusOK // net/http sends 200 for a handler that wrote nothing
+	}
+	return w.status
+}

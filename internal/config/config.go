@@ -1,0 +1,291 @@
+// Package config loads Coffer's configuration: one YAML file, then COFFER_…
+// environment variables, then validation. Every problem names the key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Field yaml tags are the keys; the
+// environment variable for a key is COFFER_ plus the key path upper-cased with
+// dots as underscores (database.dsn → COFFER_DATABASE_DSN).
+type Config struct {
+	DataDir  string   `yaml:"data_dir"`
+	Database Database `yaml:"database"`
+	Chain    Chain    `yaml:"chain"`
+	Node     Node     `yaml:"node"`
+	Follow   Follow   `yaml:"follow"`
+	API      API      `yaml:"api"`
+	Log      Log      `yaml:"log"`
+}
+
+// Database selects the store.
+type Database struct {
+	// DSN is a postgres:// URL, or a SQLite file path; empty means
+	// <data_dir>/coffer.db.
+	DSN         string `yaml:"dsn"`
+	MaxAttempts int    `yaml:"max_attempts"` // serializable-transaction attempts
+}
+
+// Chain selects the coin and network.
+type Chain struct {
+	Coin    string `yaml:"coin"`    // btc | ltc
+	Network string `yaml:"network"` // mainnet | testnet | signet | regtest
+}
+
+// Node says how to reach the full node's JSON-RPC.
+type Node struct {
+	URL        string   `yaml:"url"`
+	User       string   `yaml:"user"`
+	Password   string   `yaml:"password"`
+	CookieFile string   `yaml:"cookie_file"`
+	Timeout    Duration `yaml:"timeout"`
+	Retries    int      `yaml:"retries"`
+}
+
+// Follow tunes the chain follower.
+type Follow struct {
+	StartHeight   int64    `yaml:"start_height"`
+	MaxReorgDepth int64    `yaml:"max_reorg_depth"`
+	PollInterval  Duration `yaml:"poll_interval"`
+	Prefetch      int      `yaml:"prefetch"`
+	ReadyLag      int64    `yaml:"ready_lag"` // /readyz fails beyond this many blocks behind
+}
+
+// API configures the HTTP server.
+type API struct {
+	Listen          string   `yaml:"listen"`
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// Duration is a time.Duration written as "1s", "250ms", "5m".
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like 1s or 250ms", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Default returns the embedded defaults: BTC regtest with SQLite in ./coffer-data
+// and a local btcd.
+func Default() Config {
+	return Config{
+		DataDir:  "./coffer-data",
+		Database: Database{MaxAttempts: 8},
+		Chain:    Chain{Coin: "btc", Network: "regtest"},
+		Node: Node{URL: "http://127.0.0.1:18334", User: "coffer", Password: "coffer",
+			Timeout: Duration(30 * time.Second), Retries: 3},
+		Follow: Follow{MaxReorgDepth: 100, PollInterval: Duration(time.Second), Prefetch: 8, ReadyLag: 2},
+		API:    API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
+		Log:    Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads path (if not empty) over the defaults, applies COFFER_…
+// environment overrides from environ (os.Environ() form), and validates.
+func Load(path string, environ []string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true) // a misspelt key is an error, not a silent default
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) /* empty file */ {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&cfg, environ); err != nil {
+		return cfg, err
+	}
+	if cfg.Database.DSN == "" {
+		cfg.Database.DSN = filepath.Join(cfg.DataDir, "coffer.db")
+	}
+	return cfg, cfg.Validate()
+}
+
+// applyEnv sets every field that has a COFFER_ variable in environ.
+func applyEnv(cfg *Config, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "COFFER_") {
+			env[k] = v
+		}
+	}
+	known := map[string]bool{}
+	err := walk(reflect.ValueOf(cfg).Elem(), "", func(key string, v reflect.Value) error {
+		name := EnvName(key)
+		known[name] = true
+		s, ok := env[name]
+		if !ok {
+			return nil
+		}
+		if err := setField(v, s); err != nil {
+			return fmt.Errorf("config: %s (from %s): %v", key, name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for name := range env {
+		if !known[name] && !strings.HasPrefix(name, "COFFER_TEST_") && name != "COFFER_CONFIG" && name != "COFFER_BTCD" {
+			return fmt.Errorf("config: environment variable %s matches no configuration key", name)
+		}
+	}
+	return nil
+}
+
+// EnvName is the environment variable that overrides key.
+func EnvName(key string) string {
+	return "COFFER_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+func walk(v reflect.Value, prefix string, fn func(key string, v reflect.Value) error) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key := t.Field(i).Tag.Get("yaml")
+		if prefix != "" {
+			key = prefix + "." + key
+		}
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct {
+			if err := walk(f, key, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fn(key, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setField(v reflect.Value, s string) error {
+	if v.Type() == reflect.TypeOf(Duration(0)) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration like 1s or 250ms", s)
+		}
+		v.SetInt(int64(d))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		v.SetInt(n)
+	default:
+		return fmt.Errorf("unsupported kind %s", v.Kind())
+	}
+	return nil
+}
+
+// Validate checks every value and returns the first problem, naming its key.
+func (c Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...))
+	}
+	switch c.Chain.Coin {
+	case "btc", "ltc":
+	default:
+		return bad("chain.coin", "must be btc or ltc, got %q", c.Chain.Coin)
+	}
+	switch c.Chain.Network {
+	case "mainnet", "testnet", "regtest":
+	case "signet":
+		if c.Chain.Coin != "btc" {
+			return bad("chain.network", "signet exists only for btc")
+		}
+	default:
+		return bad("chain.network", "must be mainnet, testnet, signet or regtest, got %q", c.Chain.Network)
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", "must not be empty")
+	}
+	if c.Database.MaxAttempts < 1 || c.Database.MaxAttempts > 100 {
+		return bad("database.max_attempts", "must be between 1 and 100, got %d", c.Database.MaxAttempts)
+	}
+	if c.Node.URL == "" {
+		return bad("node.url", "must not be empty")
+	}
+	if !strings.HasPrefix(c.Node.URL, "http://") && !strings.HasPrefix(c.Node.URL, "https://") {
+		return bad("node.url", "must start with http:// or https://, got %q", c.Node.URL)
+	}
+	if c.Node.CookieFile == "" && c.Node.User == "" {
+		return bad("node.user", "set node.user and node.password, or node.cookie_file")
+	}
+	if c.Node.Timeout.D() <= 0 {
+		return bad("node.timeout", "must be positive, got %s", c.Node.Timeout.D())
+	}
+	if c.Node.Retries < 0 || c.Node.Retries > 20 {
+		return bad("node.retries", "must be between 0 and 20, got %d", c.Node.Retries)
+	}
+	if c.Follow.StartHeight < 0 {
+		return bad("follow.start_height", "must not be negative, got %d", c.Follow.StartHeight)
+	}
+	if c.Follow.MaxReorgDepth < 1 {
+		return bad("follow.max_reorg_depth", "must be at least 1, got %d", c.Follow.MaxReorgDepth)
+	}
+	if c.Follow.PollInterval.D() < 10*time.Millisecond {
+		return bad("follow.poll_interval", "must be at least 10ms, got %s", c.Follow.PollInterval.D())
+	}
+	if c.Follow.Prefetch < 1 || c.Follow.Prefetch > 256 {
+		return bad("follow.prefetch", "must be between 1 and 256, got %d", c.Follow.Prefetch)
+	}
+	if c.Follow.ReadyLag < 0 {
+		return bad("follow.ready_lag", "must not be negative, got %d", c.Follow.ReadyLag)
+	}
+	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+		return bad("api.listen", "must be host:port, got %q", c.API.Listen)
+	}
+	if c.API.ShutdownTimeout.D() <= 0 {
+		return bad("api.shutdown_timeout", "must be positive")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/btcsuite/btcd/wire"
+	"github.com/coffer/coffer/internal/events"
+	"github.com/coffer/coffer/internal/node"
+	"github.com/coffer/coffer/internal/store"
+)
+
+// syncMempool records new node-mempool transactions that touch tracked
+// scripts or outputs, and settles tracked mempool transactions the node no
+// longer has. It runs only when the store is at the node's tip (tipHash), so
+// a transaction missing from the mempool is not simply in a block we have
+// yet to apply.
+func (f *Follower) syncMempool(ctx context.Context, tipHash string) error {
+	ids, err := f.node.GetRawMempool(ctx)
+	if err != nil {
+		return err
+	}
+	f.updateStatus(func(s *Status) { s.MempoolSize = len(ids) })
+	inMempool := make(map[string]struct{}, len(ids))
+	var fresh []*wire.MsgTx
+	for _, id := range ids {
+		inMempool[id] = struct{}{}
+		if _, ok := f.memSeen[id]; ok {
+			continue
+		}
+		raw, err := f.node.GetRawTransaction(ctx, id)
+		var rpcErr *node.RPCError
+		if errors.As(err, &rpcErr) {
+			continue // left the mempool since getrawmempool
+		}
+		if err != nil {
+			return err
+		}
+		f.memSeen[id] = struct{}{}
+		tx, err := f.params.ParseTx(raw)
+		if err != nil {
+			f.log.Debug("follower: skipping mempool tx Coffer cannot parse", "txid", id, "err", err)
+			continue
+		}
+		fresh = append(fresh, tx)
+	}
+	// memSeen only needs what is still in the node's mempool.
+	for id := range f.memSeen {
+		if _, ok := inMempool[id]; !ok {
+			delete(f.memSeen, id)
+		}
+	}
+
+	// Parents and children arrive in any order: repeat until no new
+	// transaction becomes relevant through an output found in this batch.
+	added := map[wire.OutPoint]struct{}{}
+	var relevant []*relevantTx
+	for changed := true; changed; {
+		changed = false
+		rest := fresh[:0]
+		for _, tx := range fresh {
+			r, err := f.match(tx, 0, false, f.knownOutpoint, added)
+			if err != nil {
+				return err
+			}
+			if r == nil {
+				rest = append(rest, tx)
+				continue
+			}
+			relevant = append(relevant, r)
+			changed = true
+		}
+		fresh = rest
+	}
+
+	vanished, err := f.vanishedTxs(ctx, inMempool, tipHash)
+	if err != nil {
+		return err
+	}
+	if len(relevant) == 0 && len(vanished) == 0 {
+		return nil
+	}
+	err = f.db.InTx(ctx, func(tx *store.Tx) error {
+		if err := f.checkCursor(ctx, tx); err != nil {
+			return err
+		}
+		now := time.Now().Unix()
+		for _, r := range relevant {
+			if err := f.recordTx(ctx, tx, r, "mempool", nil, now); err != nil {
+				return err
+			}
+		}
+		for status, ids := range vanished {
+			if _, err := f.setMempoolStatus(ctx, tx, ids, status, vanishedEvent[status], now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for op := range added {
+		f.outpoints[op] = struct{}{}
+	}
+	for _, r := range relevant {
+		for _, in := range r.msg.TxIn {
+			f.memSpends[in.PreviousOutPoint] = r.txid
+		}
+	}
+	if len(vanished) > 0 {
+		return f.loadIndex(ctx) // statuses changed; rebuild spends and outpoints
+	}
+	return nil
+}
+
+var vanishedEvent = map[string]string{
+	"dropped":    events.TxDropped,
+	"replaced":   events.TxReplaced,
+	"conflicted": events.TxConflicted,
+}
+
+// vanishedTxs finds tracked mempool transactions the node no longer has and
+// asks the node why, grouped by the status they get: "conflicted" when an
+// input is spent on chain, "replaced" when another mempool transaction spends
+// it, "dropped" otherwise (expired or evicted).
+func (f *Follower) vanishedTxs(ctx context.Context, inMempool map[string]struct{}, tipHash string) (map[string]map[string]struct{}, error) {
+	stored, err := f.loadTxs(ctx, `SELECT txid, raw FROM txs WHERE status = 'mempool'`)
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for txid := range stored {
+		if _, ok := inMempool[txid]; !ok {
+			gone = append(gone, txid)
+		}
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	// A block that arrived after getrawmempool would explain the absence.
+	if tip, err := f.node.GetBestBlockHash(ctx); err != nil || tip != tipHash {
+		return nil, err
+	}
+	out := map[string]map[string]struct{}{}
+	for _, txid := range gone {
+		status := "dropped"
+		for _, in := range stored[txid].TxIn {
+			prev := in.PreviousOutPoint
+			if _, parentInMempool := inMempool[prev.Hash.String()]; !parentInMempool {
+				onChain, err := f.node.GetTxOut(ctx, prev.Hash.String(), prev.Index, false)
+				if err != nil {
+					return nil, err
+				}
+				if onChain == nil {
+					status = "conflicted"
+					break
+				}
+			}
+			withMempool, err := f.node.GetTxOut(ctx, prev.Hash.String(), prev.Index, true)
+			if err != nil {
+				return nil, err
+			}
+			if withMempool == nil {
+				status = "replaced"
+			}
+		}
+		if out[status] == nil {
+			out[status] = map[string]struct{}{}
+		}
+		out[status][txid] = struct{}{}
+	}
+	return out, nil
+}
