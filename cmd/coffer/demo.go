@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -14,9 +15,30 @@ import (
 	"github.com/coffer/coffer/internal/store"
 )
 
+// demoMarker marks a directory the demo created, so it only ever deletes its own.
+const demoMarker = ".coffer-demo"
+
+// resetDemoDir empties dir for a fresh demo. btcd does not keep a regtest
+// chain across restarts, so an old database would no longer match the new
+// chain; starting clean keeps every run identical.
+func resetDemoDir(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, demoMarker)); err != nil {
+			return fmt.Errorf("%s exists and was not made by coffer demo; choose another -dir", dir)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, demoMarker), []byte("created by coffer demo; deleted by the next run\n"), 0o600)
+}
+
 // cmdDemo runs a regtest btcd and Coffer on SQLite in one directory, makes a
 // payment and a block every few seconds so there is something to watch, and
-// stops everything on Ctrl-C. Running it again resumes the same chain.
+// stops everything on Ctrl-C. Every run starts a fresh chain in dir.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -31,6 +53,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+	if err := resetDemoDir(abs); err != nil {
+		return err
+	}
 
 	say("Starting a regtest btcd in %s (the first run builds btcd, about a minute)…", filepath.Join(abs, "node"))
 	n, err := regtest.Start(ctx, regtest.Options{Kind: regtest.KindBtcd, Dir: filepath.Join(abs, "node")})

@@ -71,7 +71,7 @@ type Follower struct {
 	cursor      *cursor
 	outpoints   map[wire.OutPoint]struct{} // outputs of live tracked txs
 	memSpends   map[wire.OutPoint]string   // inputs of tracked mempool txs -> txid
-	memSeen     map[string]struct{}        // node mempool txids already examined
+	memSeen     map[string][]wire.OutPoint // node mempool txids already examined -> their inputs
 	firstHeight int64                      // lowest block in chain_blocks
 
 	statusMu sync.Mutex

@@ -122,7 +122,7 @@ func (f *Follower) loadIndex(ctx context.Context) error {
 	}
 	f.outpoints, f.memSpends = outpoints, memSpends
 	if f.memSeen == nil {
-		f.memSeen = map[string]struct{}{}
+		f.memSeen = map[string][]wire.OutPoint{}
 	}
 	if f.cursor != nil {
 		f.updateStatus(func(s *Status) { s.SyncedHeight, s.SyncedHash = f.cursor.height, f.cursor.hash })

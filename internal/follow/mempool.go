@@ -37,12 +37,17 @@ func (f *Follower) syncMempool(ctx context.Context, tipHash string) error {
 		if err != nil {
 			return err
 		}
-		f.memSeen[id] = struct{}{}
 		tx, err := f.params.ParseTx(raw)
 		if err != nil {
 			f.log.Debug("follower: skipping mempool tx Coffer cannot parse", "txid", id, "err", err)
+			f.memSeen[id] = nil
 			continue
 		}
+		inputs := make([]wire.OutPoint, len(tx.TxIn))
+		for i, in := range tx.TxIn {
+			inputs[i] = in.PreviousOutPoint
+		}
+		f.memSeen[id] = inputs
 		fresh = append(fresh, tx)
 	}
 	// memSeen only needs what is still in the node's mempool.
@@ -122,9 +127,11 @@ var vanishedEvent = map[string]string{
 }
 
 // vanishedTxs finds tracked mempool transactions the node no longer has and
-// asks the node why, grouped by the status they get: "conflicted" when an
-// input is spent on chain, "replaced" when another mempool transaction spends
-// it, "dropped" otherwise (expired or evicted).
+// works out why, grouped by the status they get: "conflicted" when an input
+// is spent on chain, "replaced" when another transaction in the node's
+// mempool spends it, "dropped" otherwise (expired or evicted). Mempool spends
+// come from the inputs the follower has seen, not from gettxout: btcd's
+// gettxout ignores mempool spends.
 func (f *Follower) vanishedTxs(ctx context.Context, inMempool map[string]struct{}, tipHash string) (map[string]map[string]struct{}, error) {
 	stored, err := f.loadTxs(ctx, `SELECT txid, raw FROM txs WHERE status = 'mempool'`)
 	if err != nil {
@@ -143,6 +150,12 @@ func (f *Follower) vanishedTxs(ctx context.Context, inMempool map[string]struct{
 	if tip, err := f.node.GetBestBlockHash(ctx); err != nil || tip != tipHash {
 		return nil, err
 	}
+	mempoolSpends := map[wire.OutPoint]struct{}{}
+	for _, inputs := range f.memSeen {
+		for _, op := range inputs {
+			mempoolSpends[op] = struct{}{}
+		}
+	}
 	out := map[string]map[string]struct{}{}
 	for _, txid := range gone {
 		status := "dropped"
@@ -158,11 +171,7 @@ func (f *Follower) vanishedTxs(ctx context.Context, inMempool map[string]struct{
 					break
 				}
 			}
-			withMempool, err := f.node.GetTxOut(ctx, prev.Hash.String(), prev.Index, true)
-			if err != nil {
-				return nil, err
-			}
-			if withMempool == nil {
+			if _, ok := mempoolSpends[prev]; ok {
 				status = "replaced"
 			}
 		}
