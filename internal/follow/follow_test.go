@@ -148,22 +148,47 @@ func activity(t *testing.T, n *regtest.Node, rounds int, a, b, other *regtest.Ke
 	}
 }
 
+// nodeKinds are the node implementations every follower test runs against;
+// litecoind's half is skipped, by name, where it is not installed.
+var nodeKinds = []struct {
+	kind regtest.Kind
+	coin chain.Coin
+}{{regtest.KindBtcd, chain.BTC}, {regtest.KindLitecoind, chain.LTC}}
+
 // TestFollowMatchesNode builds 300+ blocks of payments to and from tracked
-// scripts, syncs them into each database, and cross-checks everything
-// recorded against what the node reports over RPC.
+// scripts (on Litecoin past MWEB activation at height 432), syncs them into
+// each database, and cross-checks everything recorded against what the node
+// reports over RPC.
 func TestFollowMatchesNode(t *testing.T) {
-	n := regtest.StartT(t, regtest.Options{PreMine: 101})
+	for _, nk := range nodeKinds {
+		t.Run(nk.kind.String(), func(t *testing.T) { followMatchesNode(t, nk.kind, nk.coin) })
+	}
+}
+
+func followMatchesNode(t *testing.T, kind regtest.Kind, coin chain.Coin) {
+	n := regtest.StartT(t, regtest.Options{Kind: kind, PreMine: 101})
 	a, b, other := n.NewKey(), n.NewKey(), n.NewKey()
 	activity(t, n, 210, a, b, other)
 	ctx := context.Background()
-	if tip, _ := n.Client().GetBlockCount(ctx); tip < 300 {
+	if kind == regtest.KindLitecoind {
+		// Cross MWEB activation, then keep paying on the MWEB-era chain.
+		if _, err := n.Mine(ctx, 130); err != nil {
+			t.Fatal(err)
+		}
+		activity(t, n, 15, a, b, other)
+	}
+	if tip, _ := n.Client().GetBlockCount(ctx); tip < 300 || (kind == regtest.KindLitecoind && tip < 445) {
 		t.Fatalf("chain too short: %d", tip)
 	}
+	params, err := chain.Lookup(coin, chain.Regtest)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tracked := [][]byte{a.PkScript(), b.PkScript(), n.MinerKey().PkScript()}
-	want := scanNode(t, n.Client(), tracked)
+	want := scanNode(t, n.Client(), params, tracked)
 
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
-		fx := newFixture(t, db, n, chain.BTC, 10, tracked...)
+		fx := newFixture(t, db, n, coin, 10, tracked...)
 		fx.sync(t)
 		tip, err := fx.client.GetBlockCount(ctx)
 		if err != nil {
@@ -237,7 +262,9 @@ func TestFollowMatchesNode(t *testing.T) {
 
 // scanNode independently computes, from raw blocks and the mempool, every
 // output paying a tracked script: "txid:vout" → "script:amount:height:spender".
-func scanNode(t *testing.T, c *node.Client, tracked [][]byte) map[string]string {
+// Blocks are decoded with the chain's parser (Litecoin's MWEB format needs
+// it); everything else is the test's own bookkeeping.
+func scanNode(t *testing.T, c *node.Client, params *chain.Params, tracked [][]byte) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	isTracked := func(s []byte) bool {
@@ -282,8 +309,8 @@ func scanNode(t *testing.T, c *node.Client, tracked [][]byte) map[string]string 
 		if err != nil {
 			t.Fatal(err)
 		}
-		var blk wire.MsgBlock
-		if err := blk.Deserialize(bytes.NewReader(raw)); err != nil {
+		blk, err := params.ParseBlock(raw)
+		if err != nil {
 			t.Fatal(err)
 		}
 		for _, tx := range blk.Transactions {
@@ -301,11 +328,11 @@ func scanNode(t *testing.T, c *node.Client, tracked [][]byte) map[string]string 
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tx wire.MsgTx
-		if err := tx.Deserialize(bytes.NewReader(raw)); err != nil {
+		tx, err := params.ParseTx(raw)
+		if err != nil {
 			t.Fatal(err)
 		}
-		pool = append(pool, &tx)
+		pool = append(pool, tx)
 	}
 	for range len(pool) {
 		for _, tx := range pool {
@@ -323,50 +350,52 @@ func scanNode(t *testing.T, c *node.Client, tracked [][]byte) map[string]string 
 // follower's state must equal a fresh sync of the winning chain, and the
 // event log must show the reorg.
 func TestReorg(t *testing.T) {
-	for _, depth := range []int{1, 3} {
-		t.Run(fmt.Sprintf("depth%d", depth), func(t *testing.T) {
-			n := regtest.StartT(t, regtest.Options{PreMine: 101})
-			a, b, other := n.NewKey(), n.NewKey(), n.NewKey()
-			activity(t, n, 10, a, b, other)
-			tracked := [][]byte{a.PkScript(), b.PkScript(), n.MinerKey().PkScript()}
-			storetest.Each(t, func(t *testing.T, db *store.DB) {
-				ctx := context.Background()
-				fx := newFixture(t, db, n, chain.BTC, 10, tracked...)
-				fx.sync(t)
-				mark, _ := fx.log.LastID(ctx)
-				// Tracked payments go into the blocks about to be orphaned.
-				for range depth {
-					if _, _, err := n.Fund(ctx, a.PkScript(), 123_000); err != nil {
-						t.Fatal(err)
-					}
-					if _, err := n.Mine(ctx, 1); err != nil {
-						t.Fatal(err)
-					}
-				}
-				fx.sync(t)
-				mark2, _ := fx.log.LastID(ctx)
-				if _, _, err := n.Reorg(ctx, depth, func() error {
-					_, _, err := n.Fund(ctx, b.PkScript(), 77_000) // only on the winning branch
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
-				fx.sync(t)
-				fresh := newFixture(t, storetest.Open(t, storetest.NewSQLiteDSN(t)), n, chain.BTC, 10, tracked...)
-				fresh.sync(t)
-				diffSnapshots(t, "after reorg vs fresh sync", fx.snapshot(t), fresh.snapshot(t))
-
-				counts := fx.eventTypes(t, mark2)
-				if counts[events.ChainReorg] != 1 || counts[events.BlockDisconnected] != depth || counts[events.TxReorged] < depth {
-					t.Errorf("reorg events: %v", counts)
-				}
-				if got := fx.follower.Counters().Reorgs; got != 1 {
-					t.Errorf("reorg counter %d", got)
-				}
-				_ = mark
-			})
-		})
+	for _, nk := range nodeKinds {
+		for _, depth := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/depth%d", nk.kind, depth), func(t *testing.T) { reorg(t, nk.kind, nk.coin, depth) })
+		}
 	}
+}
+
+func reorg(t *testing.T, kind regtest.Kind, coin chain.Coin, depth int) {
+	n := regtest.StartT(t, regtest.Options{Kind: kind, PreMine: 101})
+	a, b, other := n.NewKey(), n.NewKey(), n.NewKey()
+	activity(t, n, 10, a, b, other)
+	tracked := [][]byte{a.PkScript(), b.PkScript(), n.MinerKey().PkScript()}
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		fx := newFixture(t, db, n, coin, 10, tracked...)
+		fx.sync(t)
+		// Tracked payments go into the blocks about to be orphaned.
+		for range depth {
+			if _, _, err := n.Fund(ctx, a.PkScript(), 123_000); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := n.Mine(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fx.sync(t)
+		mark, _ := fx.log.LastID(ctx)
+		if _, _, err := n.Reorg(ctx, depth, func() error {
+			_, _, err := n.Fund(ctx, b.PkScript(), 77_000) // only on the winning branch
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		fx.sync(t)
+		fresh := newFixture(t, storetest.Open(t, storetest.NewSQLiteDSN(t)), n, coin, 10, tracked...)
+		fresh.sync(t)
+		diffSnapshots(t, "after reorg vs fresh sync", fx.snapshot(t), fresh.snapshot(t))
+
+		counts := fx.eventTypes(t, mark)
+		if counts[events.ChainReorg] != 1 || counts[events.BlockDisconnected] != depth || counts[events.TxReorged] < depth {
+			t.Errorf("reorg events: %v", counts)
+		}
+		if got := fx.follower.Counters().Reorgs; got != 1 {
+			t.Errorf("reorg counter %d", got)
+		}
+	})
 }
 
 // TestReorgTooDeepHalts makes a reorg deeper than allowed: the follower must
