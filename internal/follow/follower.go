@@ -144,6 +144,7 @@ func (f *Follower) Wake() {
 // error wrapping ErrReorgTooDeep when it halts. Other failures (node or
 // database down) are logged, reported in Status, and retried.
 func (f *Follower) Run(ctx context.Context) error {
+	go f.listen(ctx)
 	backoff := f.cfg.PollInterval
 	indexed := false
 	for {
@@ -179,6 +180,26 @@ func (f *Follower) Run(ctx context.Context) error {
 			return nil
 		case <-f.wake:
 		case <-time.After(wait):
+		}
+	}
+}
+
+// listen wakes the follower on node notifications where the node pushes them
+// (btcd); elsewhere polling alone drives it.
+func (f *Follower) listen(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := f.node.Notify(ctx, func(string) { f.Wake() })
+		if errors.Is(err, node.ErrNoNotifications) {
+			f.log.Info("follower: node pushes no notifications; polling", "interval", f.cfg.PollInterval)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Debug("follower: node notifications interrupted; reconnecting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
 		}
 	}
 }
