@@ -93,7 +93,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if _, err := db.Migrate(ctx); err == nil {
+	_, err = db.Migrate(ctx)
+	if err == nil {
 		err = follow.TrackScripts(ctx, db, "demo", key.PkScript())
 	}
 	db.Close()
