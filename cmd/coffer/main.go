@@ -82,6 +82,9 @@ func Version() string {
 		return "dev"
 	}
 	v := info.Main.Version
+	if v == "(devel)" {
+		v = "dev"
+	}
 	for _, s := range info.Settings {
 		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
 			v += " (" + s.Value[:12] + ")"

@@ -120,7 +120,12 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	if err != nil {
 		return fmt.Errorf("api.listen %s: %w", cfg.API.Listen, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Requests derive from baseCtx, which ends when shutdown starts, so
+	// long-polls return at once instead of holding shutdown up.
+	baseCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer endRequests()
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return baseCtx }}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("coffer serving", "addr", ln.Addr().String(), "coin", cfg.Chain.Coin, "network", cfg.Chain.Network,
@@ -154,6 +159,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	if followerRunning {
 		<-followDone
 	}
+	endRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout.D())
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
