@@ -78,7 +78,9 @@ type TxOut struct {
 }
 
 // GetTxOut reports an unspent output, or nil when it is spent or unknown.
-// includeMempool makes outputs spent by mempool transactions count as spent.
+// With includeMempool, outputs of mempool transactions are found too; Bitcoin
+// Core also counts outputs spent by mempool transactions as spent, but btcd
+// does not, so callers must not rely on that.
 func (c *Client) GetTxOut(ctx context.Context, txid string, vout uint32, includeMempool bool) (*TxOut, error) {
 	var out *TxOut
 	return out, c.Call(ctx, "gettxout", &out, txid, vout, includeMempool)

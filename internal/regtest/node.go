@@ -46,7 +46,8 @@ func (k Kind) String() string {
 type Options struct {
 	Kind Kind
 	// Dir keeps the node's data (and the harness keys) across runs. Empty
-	// means a temporary directory that Stop removes.
+	// means a temporary directory that Stop removes. Only litecoind keeps
+	// its chain: btcd wipes a regtest database whenever it starts.
 	Dir string
 	// Logf receives harness progress messages; nil discards them.
 	Logf func(format string, args ...any)
@@ -400,7 +401,9 @@ func (n *Node) Kill() {
 }
 
 // Restart stops the node if it runs and starts it again on the same
-// directory and ports, so clients keep working.
+// directory and ports, so clients keep working. litecoind keeps its chain;
+// btcd deletes its regtest database at every start, so it comes back at
+// the genesis block.
 func (n *Node) Restart(ctx context.Context) error {
 	n.mu.Lock()
 	stopped := n.stopped
@@ -411,7 +414,15 @@ func (n *Node) Restart(ctx context.Context) error {
 	if err := n.shutdown(30 * time.Second); err != nil {
 		return err
 	}
-	return n.launch(ctx)
+	if err := n.launch(ctx); err != nil {
+		return err
+	}
+	// The chain may have changed under the harness (btcd starts over, a
+	// killed node loses unflushed blocks): rebuild its outputs from it.
+	n.w.mu.Lock()
+	n.w.reset()
+	n.w.mu.Unlock()
+	return n.w.rescan(ctx, n)
 }
 
 // Running reports whether the node process is alive.

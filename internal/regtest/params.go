@@ -1,20 +1,11 @@
 package regtest
 
-import "github.com/btcsuite/btcd/chaincfg"
+import "github.com/coffer/coffer/internal/chain"
 
-// netParams gives the address encoding for a node kind.
-//
-// TODO: switch the Litecoin case to chain.Lookup(chain.LTC, chain.Regtest)
-// once internal/chain lands; this local copy only exists to unblock tests.
-func netParams(k Kind) *chaincfg.Params {
-	if k != KindLitecoind {
-		return &chaincfg.RegressionNetParams
+// chainParams gives the network parameters for a node kind.
+func chainParams(k Kind) (*chain.Params, error) {
+	if k == KindLitecoind {
+		return chain.Lookup(chain.LTC, chain.Regtest)
 	}
-	p := chaincfg.RegressionNetParams
-	p.Name = "ltc-regtest"
-	p.PubKeyHashAddrID = 0x6f
-	p.ScriptHashAddrID = 0x3a
-	p.PrivateKeyID = 0xef
-	p.Bech32HRPSegwit = "rltc"
-	return &p
+	return chain.Lookup(chain.BTC, chain.Regtest)
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/btcsuite/btcd/btcec/v2"
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
-	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 	"github.com/coffer/coffer/internal/node"
@@ -104,7 +103,8 @@ type utxo struct {
 
 // wallet tracks outputs the harness can sign for. It is only a cache of
 // candidates: every output is checked with gettxout before it is spent, so
-// reorgs and outside spends cannot make it build invalid transactions.
+// reorgs and mined outside spends cannot make it build invalid transactions.
+// (btcd's gettxout misses spends still in the mempool; Core's does not.)
 type wallet struct {
 	mu        sync.Mutex
 	net       *chaincfg.Params
@@ -114,6 +114,7 @@ type wallet struct {
 	btcdMiner *Key // btcd's --miningaddr, fixed for the process
 	miner     *Key // where generatetoaddress pays (litecoind)
 	utxos     map[wire.OutPoint]*utxo
+	pending   map[wire.OutPoint]bool // spent by harness txs not yet mined
 	seq       uint64
 }
 
@@ -123,7 +124,7 @@ func (w *wallet) init(dir string, net *chaincfg.Params) error {
 	w.net = net
 	w.keyFile = filepath.Join(dir, "harness-keys")
 	w.keys = map[string]*Key{}
-	w.utxos = map[wire.OutPoint]*utxo{}
+	w.reset()
 	f, err := os.Open(w.keyFile)
 	if err == nil {
 		sc := bufio.NewScanner(f)
@@ -154,6 +155,12 @@ func (w *wallet) init(dir string, net *chaincfg.Params) error {
 	}
 	w.btcdMiner = w.own[0]
 	return nil
+}
+
+// reset forgets all outputs, before a rescan.
+func (w *wallet) reset() {
+	w.utxos = map[wire.OutPoint]*utxo{}
+	w.pending = map[wire.OutPoint]bool{}
 }
 
 func (w *wallet) addKey(k *Key) {
@@ -197,7 +204,7 @@ func (w *wallet) add(op wire.OutPoint, out *wire.TxOut, coinbase bool) bool {
 	return true
 }
 
-// rescan picks up coinbases of a chain mined in an earlier run.
+// rescan rebuilds the candidate set from a chain mined in an earlier run.
 func (w *wallet) rescan(ctx context.Context, n *Node) error {
 	height, err := n.client.GetBlockCount(ctx)
 	if err != nil || height == 0 {
@@ -210,7 +217,7 @@ func (w *wallet) rescan(ctx context.Context, n *Node) error {
 		if err != nil {
 			return err
 		}
-		if err := n.addCoinbase(ctx, hash); err != nil {
+		if err := n.addBlock(ctx, hash); err != nil {
 			return err
 		}
 	}
@@ -218,32 +225,44 @@ func (w *wallet) rescan(ctx context.Context, n *Node) error {
 	return nil
 }
 
-// addCoinbase tracks a block's coinbase outputs that pay harness keys. Only
-// the header and first transaction are decoded: that part of the block is
-// the same on Bitcoin and on Litecoin after MWEB, whose extension data
-// follows the transactions.
-func (n *Node) addCoinbase(ctx context.Context, hash string) error {
+// addBlock tracks a block's outputs that pay harness keys, whoever made
+// them, and forgets the outputs its transactions spend.
+func (n *Node) addBlock(ctx context.Context, hash string) error {
 	raw, err := n.client.GetRawBlock(ctx, hash)
 	if err != nil {
 		return err
 	}
-	r := bytes.NewReader(raw)
-	var hdr wire.BlockHeader
-	if err := hdr.Deserialize(r); err != nil {
+	blk, err := n.chain.ParseBlock(raw)
+	if err != nil {
 		return fmt.Errorf("regtest: block %s: %w", hash, err)
 	}
-	if _, err := wire.ReadVarInt(r, 0); err != nil {
-		return fmt.Errorf("regtest: block %s: %w", hash, err)
-	}
-	var cb wire.MsgTx
-	if err := cb.Deserialize(r); err != nil {
-		return fmt.Errorf("regtest: block %s coinbase: %w", hash, err)
-	}
-	txid := cb.TxHash()
-	for i, out := range cb.TxOut {
-		n.w.add(wire.OutPoint{Hash: txid, Index: uint32(i)}, out, true)
+	for i, tx := range blk.Transactions {
+		n.w.addTx(tx, i == 0)
 	}
 	return nil
+}
+
+// addTx records tx's effect on the harness's outputs.
+func (w *wallet) addTx(tx *wire.MsgTx, coinbase bool) int {
+	if !coinbase {
+		for _, in := range tx.TxIn {
+			delete(w.utxos, in.PreviousOutPoint)
+			delete(w.pending, in.PreviousOutPoint)
+		}
+	}
+	h := tx.TxHash()
+	found := 0
+	for i, out := range tx.TxOut {
+		op := wire.OutPoint{Hash: h, Index: uint32(i)}
+		// Already spent by a harness transaction still in the mempool.
+		if w.pending[op] {
+			continue
+		}
+		if w.add(op, out, coinbase) {
+			found++
+		}
+	}
+	return found
 }
 
 // NewKey makes a key whose outputs the harness tracks when it pays them, so
@@ -315,31 +334,21 @@ func (n *Node) SendFrom(ctx context.Context, key *Key, outputs []Output) (txid s
 
 // TrackTx records the outputs of a transaction (mempool or chain) that pay
 // harness keys, e.g. a payment that the code under test made to a key from
-// NewKey. It returns how many outputs it found.
+// NewKey, before it is mined (Mine picks up mined ones by itself). It
+// returns how many outputs it found.
 func (n *Node) TrackTx(ctx context.Context, txid string) (int, error) {
 	raw, err := n.client.GetRawTransaction(ctx, txid)
 	if err != nil {
 		return 0, err
 	}
-	var tx wire.MsgTx
-	if err := tx.Deserialize(bytes.NewReader(raw)); err != nil {
+	tx, err := n.chain.ParseTx(raw)
+	if err != nil {
 		return 0, fmt.Errorf("regtest: tx %s: %w", txid, err)
 	}
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
-	found := 0
-	h := tx.TxHash()
-	for i, out := range tx.TxOut {
-		if n.w.add(wire.OutPoint{Hash: h, Index: uint32(i)}, out, isCoinbase(&tx)) {
-			found++
-		}
-	}
-	return found, nil
-}
-
-func isCoinbase(tx *wire.MsgTx) bool {
-	return len(tx.TxIn) == 1 && tx.TxIn[0].PreviousOutPoint.Index == wire.MaxPrevOutIndex &&
-		tx.TxIn[0].PreviousOutPoint.Hash == chainhash.Hash{}
+	coinbase := len(tx.TxIn) == 1 && tx.TxIn[0].PreviousOutPoint.Index == wire.MaxPrevOutIndex
+	return n.w.addTx(tx, coinbase), nil
 }
 
 // send builds, signs and broadcasts a transaction paying outs from the
@@ -457,12 +466,9 @@ func (n *Node) send(ctx context.Context, from *Key, outs []Output) (*wire.MsgTx,
 	if _, err := n.client.SendRawTransaction(ctx, buf.Bytes()); err != nil {
 		return nil, err
 	}
+	n.w.addTx(tx, false)
 	for _, u := range picked {
-		delete(n.w.utxos, u.op)
-	}
-	h := tx.TxHash()
-	for i, out := range tx.TxOut {
-		n.w.add(wire.OutPoint{Hash: h, Index: uint32(i)}, out, false)
+		n.w.pending[u.op] = true
 	}
 	return tx, nil
 }
@@ -492,20 +498,6 @@ func estimateVSize(ins []*utxo, outs []Output, change bool) int64 {
 		witness += 2 // marker and flag
 	}
 	return base + (witness+3)/4
-}
-
-// spendable is a test hook: the harness's candidate outputs for key (nil:
-// the harness's own).
-func (n *Node) spendable(key *Key) []wire.OutPoint {
-	n.w.mu.Lock()
-	defer n.w.mu.Unlock()
-	var ops []wire.OutPoint
-	for op, u := range n.w.utxos {
-		if (key == nil && u.key.own) || u.key == key {
-			ops = append(ops, op)
-		}
-	}
-	return ops
 }
 
 // Balance sums the harness's candidate outputs for key (nil: the harness's
@@ -551,7 +543,7 @@ func (n *Node) Mine(ctx context.Context, count int) ([]string, error) {
 			}
 		}
 		for _, h := range hashes {
-			if cerr := n.addCoinbase(ctx, h); cerr != nil && err == nil {
+			if cerr := n.addBlock(ctx, h); cerr != nil && err == nil {
 				err = cerr
 			}
 		}
@@ -589,7 +581,7 @@ func (n *Node) hashesAbove(ctx context.Context, height int64) ([]string, error) 
 // pegIn moves 1 LTC into MWEB through litecoind's own wallet, since building
 // MWEB outputs needs its confidential-transaction machinery. The wallet
 // imports the harness keys to fund it from harness coinbases; the harness
-// notices those coins are spent through gettxout.
+// sees those coins spent when the block is mined.
 func (n *Node) pegIn(ctx context.Context) error {
 	const name = "coffer-harness"
 	cfg := n.clientConfig(2 * time.Minute)
