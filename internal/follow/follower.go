@@ -179,10 +179,20 @@ func (f *Follower) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-f.wake:
+			// A busy node notifies per transaction; let a burst gather so
+			// one pass handles it.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wakeDebounce):
+			}
 		case <-time.After(wait):
 		}
 	}
 }
+
+// wakeDebounce is how long Run lets notifications gather before a pass.
+const wakeDebounce = 100 * time.Millisecond
 
 // listen wakes the follower on node notifications where the node pushes them
 // (btcd); elsewhere polling alone drives it.
