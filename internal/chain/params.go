@@ -67,6 +67,7 @@ var all = []Params{
 	{Coin: LTC, Network: Regtest, Net: &ltcRegTestParams, DefaultRPCPort: 19443, HasMWEB: true},
 }
 
+// Both coins use 100-block coinbase maturity and 8 decimals on every network.
 func init() {
 	for i := range all {
 		all[i].CoinbaseMaturity = 100
