@@ -88,7 +88,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	// Watch one demo key so payments to it show up as tracked transactions.
-	key := n.MinerKey()
+	key := n.NewKey()
 	db, err := store.Open(ctx, cfg.Database.DSN)
 	if err != nil {
 		return err
@@ -119,7 +119,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say("  API:       %s", url)
 	say("  node:      btcd regtest, RPC %s", rpc.URL)
 	say("  database:  %s (SQLite)", cfg.Database.DSN)
-	say("  watching:  %s (the demo pays it and mines a block every %s)", key.Address(), *every)
+	say("  watching:  %s (every %s the demo alternately pays it and mines a block)", key.Address(), *every)
 	say("")
 	say("Try:")
 	say("  curl -s %s/v1/status", url)
@@ -130,6 +130,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say("Press Ctrl-C to stop.")
 
 	var tick <-chan time.Time
+	pay := false
 	if *every > 0 {
 		t := time.NewTicker(*every)
 		defer t.Stop()
@@ -142,10 +143,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case err := <-serveErr:
 			return err
 		case <-tick:
-			if _, _, err := n.Fund(ctx, key.PkScript(), 50_000); err != nil {
-				say("demo payment failed: %v", err)
-			}
-			if _, err := n.Mine(ctx, 1); err != nil {
+			// Alternate: a payment that waits in the mempool, then the block
+			// that confirms it, so both stages show in the event log.
+			if pay = !pay; pay {
+				if _, _, err := n.Fund(ctx, key.PkScript(), 50_000); err != nil {
+					say("demo payment failed: %v", err)
+				}
+			} else if _, err := n.Mine(ctx, 1); err != nil {
 				say("demo mining failed: %v", err)
 			}
 		}

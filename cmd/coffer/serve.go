@@ -51,12 +51,13 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // nodeChainNames maps a configured network to the chain names nodes report
 // in getblockchaininfo (Bitcoin Core and Litecoin Core say main/test; btcd
-// says mainnet/testnet3).
+// says mainnet/testnet3). Bitcoin's testnet means testnet3: a Bitcoin Core
+// node on testnet4 reports "testnet4" and is refused.
 var nodeChainNames = map[string][]string{
 	"mainnet": {"main", "mainnet"},
-	"testnet": {"test", "testnet", "testnet3", "testnet4"},
+	"testnet": {"test", "testnet3"},
 	"signet":  {"signet"},
-	"regtest": {"regtest", "simnet"},
+	"regtest": {"regtest"},
 }
 
 // checkNode makes sure the configured node answers and is on the configured

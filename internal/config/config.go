@@ -159,12 +159,16 @@ func applyEnv(cfg *Config, environ []string) error {
 		return err
 	}
 	for name := range env {
-		if !known[name] && !strings.HasPrefix(name, "COFFER_TEST_") && name != "COFFER_CONFIG" && name != "COFFER_BTCD" {
+		if !known[name] && !notConfigKeys[name] && !strings.HasPrefix(name, "COFFER_TEST_") {
 			return fmt.Errorf("config: environment variable %s matches no configuration key", name)
 		}
 	}
 	return nil
 }
+
+// notConfigKeys are COFFER_ variables read elsewhere, not configuration keys:
+// the config file path and the test harness's node binaries.
+var notConfigKeys = map[string]bool{"COFFER_CONFIG": true, "COFFER_BTCD": true, "COFFER_LITECOIND": true}
 
 // EnvName is the environment variable that overrides key.
 func EnvName(key string) string {
