@@ -26,6 +26,7 @@ Usage:
   coffer serve   [-config FILE]   run the API server and chain follower
   coffer migrate [-config FILE]   apply database migrations and exit
   coffer demo    [-dir DIR]       run a local regtest node and Coffer on it
+  coffer bench sync [flags]       time the chain follower on a built regtest chain
   coffer version                  print the version
 
 Configuration: a YAML file (-config or COFFER_CONFIG) and COFFER_… environment
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "coffer", Version())
 		return 0
