@@ -70,10 +70,8 @@ func (l *Log) Append(ctx context.Context, tx *store.Tx, typ, walletID string, da
 	if err != nil {
 		return 0, fmt.Errorf("events: encoding %s: %w", typ, err)
 	}
-	if tx.Dialect() == store.Postgres {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, eventsLockKey); err != nil {
-			return 0, err
-		}
+	if err := tx.LockOrdered(ctx, eventsLockKey); err != nil {
+		return 0, err
 	}
 	var wallet sql.NullString
 	if walletID != "" {

@@ -25,12 +25,9 @@ func (f *Follower) Track(ctx context.Context, owner string, scripts ...[]byte) e
 // this or another process picks them up before its next block.
 func TrackScripts(ctx context.Context, db *store.DB, owner string, scripts ...[]byte) error {
 	return db.InTx(ctx, func(tx *store.Tx) error {
-		if tx.Dialect() == store.Postgres {
-			// Followers load scripts by "id above the last seen"; ids must
-			// therefore become visible in order, as for events.
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, trackedScriptsLockKey); err != nil {
-				return err
-			}
+		// Followers load scripts by "id above the last seen".
+		if err := tx.LockOrdered(ctx, trackedScriptsLockKey); err != nil {
+			return err
 		}
 		now := time.Now().Unix()
 		for _, s := range scripts {

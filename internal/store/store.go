@@ -131,6 +131,25 @@ type Tx struct {
 	*sql.Tx
 	dialect     Dialect
 	afterCommit []func()
+	locks       map[int64]bool // advisory locks taken in this transaction
+}
+
+// LockOrdered takes the PostgreSQL transaction-scoped advisory lock key, once
+// per transaction, and holds it until commit. Writers that append rows read
+// back by "id above the last seen" take it so ids become visible in
+// increasing order. SQLite already runs one writer at a time: a no-op there.
+func (tx *Tx) LockOrdered(ctx context.Context, key int64) error {
+	if tx.dialect != Postgres || tx.locks[key] {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, key); err != nil {
+		return err
+	}
+	if tx.locks == nil {
+		tx.locks = map[int64]bool{}
+	}
+	tx.locks[key] = true
+	return nil
 }
 
 // Dialect reports the engine behind tx.
