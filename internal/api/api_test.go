@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -186,6 +187,8 @@ func TestReadyz(t *testing.T) {
 		}}, []string{"follower halted: reorg deeper than 100 blocks"}},
 		{"lagging", api.Deps{Node: client, Chain: synced(info.Blocks - 3), ReadyLag: 2},
 			[]string{"sync lag 3 blocks exceeds 2"}},
+		{"node behind", api.Deps{Node: client, Chain: synced(info.Blocks + 5)},
+			[]string{fmt.Sprintf("node is behind: at height %d, synced height %d", info.Blocks, info.Blocks+5)}},
 		{"everything at once", api.Deps{DB: closedDB, Node: downNode{}, Chain: func() api.ChainStatus {
 			return api.ChainStatus{SyncedHeight: -1, Halted: "stopped"}
 		}}, []string{

@@ -113,8 +113,13 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	if info != nil {
 		lag := info.Blocks - chain.SyncedHeight
 		resp.NodeHeight, resp.Lag = &info.Blocks, &lag
-		if lag > s.d.ReadyLag {
+		switch {
+		case lag > s.d.ReadyLag:
 			resp.Reasons = append(resp.Reasons, fmt.Sprintf("sync lag %d blocks exceeds %d", lag, s.d.ReadyLag))
+		case lag < 0 && chain.SyncedHeight >= 0:
+			// The node lost blocks (a crash) or is resyncing: new blocks and
+			// mempool changes cannot be seen until it catches up.
+			resp.Reasons = append(resp.Reasons, fmt.Sprintf("node is behind: at height %d, synced height %d", info.Blocks, chain.SyncedHeight))
 		}
 	}
 	if len(resp.Reasons) > 0 {

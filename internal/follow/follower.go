@@ -167,8 +167,9 @@ func (f *Follower) Run(ctx context.Context) error {
 			f.updateStatus(func(s *Status) { s.LastError = err.Error() })
 			indexed = false // the in-memory index may be ahead of a rolled-back transaction
 		default:
+			// Sync itself clears LastError once the node answers, and sets
+			// it while the node is behind.
 			backoff = f.cfg.PollInterval
-			f.updateStatus(func(s *Status) { s.LastError = "" })
 		}
 		wait := f.cfg.PollInterval
 		if err != nil {
@@ -239,7 +240,9 @@ func (f *Follower) Sync(ctx context.Context) error {
 		f.updateStatus(func(s *Status) { s.NodeReachable = false })
 		return fmt.Errorf("asking node for its tip: %w", err)
 	}
-	f.updateStatus(func(s *Status) { s.NodeReachable, s.NodeHeight, s.NodeHash = true, info.Blocks, info.BestBlockHash })
+	f.updateStatus(func(s *Status) {
+		s.NodeReachable, s.NodeHeight, s.NodeHash, s.LastError = true, info.Blocks, info.BestBlockHash, ""
+	})
 	for ctx.Err() == nil {
 		if f.cursor != nil && f.cursor.hash == info.BestBlockHash {
 			return f.syncMempool(ctx, info.BestBlockHash)
@@ -252,8 +255,12 @@ func (f *Follower) Sync(ctx context.Context) error {
 			if f.cursor == nil {
 				return nil // the chain has not reached the start height yet
 			}
-			// Our tip is at or above the node's but is not its tip: the node
-			// switched to another branch.
+			behind, err := f.nodeBehind(ctx, info)
+			if err != nil || behind {
+				return err
+			}
+			// Our tip is at or above the node's but is not its tip, and the
+			// node's tip is not in our chain: it switched to another branch.
 			if err := f.reorg(ctx, info.Blocks); err != nil {
 				return err
 			}
@@ -283,6 +290,31 @@ func (f *Follower) Sync(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// nodeBehind reports whether the node's tip is a block of our own chain
+// below our cursor (or below the first block we applied): a node that lost
+// recent blocks in a crash, or is still syncing. That is no reorg; the
+// follower waits for the node to catch up instead of unwinding.
+func (f *Follower) nodeBehind(ctx context.Context, info *node.BlockchainInfo) (bool, error) {
+	if info.Blocks >= f.cursor.height {
+		return false, nil
+	}
+	if info.Blocks >= f.firstHeight {
+		var ours string
+		err := f.db.QueryRowContext(ctx, `SELECT hash FROM chain_blocks WHERE height = $1`, info.Blocks).Scan(&ours)
+		if err != nil {
+			return false, err
+		}
+		if ours != info.BestBlockHash {
+			return false, nil
+		}
+	}
+	f.log.Warn("follower: node is behind the applied chain; waiting for it", "node_height", info.Blocks, "synced_height", f.cursor.height)
+	f.updateStatus(func(s *Status) {
+		s.LastError = fmt.Sprintf("node is behind: at height %d, Coffer has applied %d; waiting for the node", info.Blocks, f.cursor.height)
+	})
+	return true, nil
 }
 
 type fetchedBlock struct {
