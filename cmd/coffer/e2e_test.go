@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -289,18 +288,6 @@ func waitUntil(t testing.TB, p *proc, timeout, interval time.Duration, what stri
 		}
 		time.Sleep(interval)
 	}
-}
-
-// waitServing waits until the API at base answers /healthz.
-func waitServing(t testing.TB, p *proc, base string) {
-	t.Helper()
-	waitUntil(t, p, 30*time.Second, 20*time.Millisecond, "the API to answer", func() (bool, string) {
-		code, _, err := getJSON(base+"/healthz", nil)
-		if err != nil {
-			return false, err.Error()
-		}
-		return code == http.StatusOK, "healthz " + strconv.Itoa(code)
-	})
 }
 
 // status fetches /v1/status, failing the test unless it answers 200.
