@@ -113,8 +113,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	handler := api.NewServer(api.Deps{
 		DB: db, Events: log, Node: client, Version: Version(),
 		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
-		Chain:    func() api.ChainStatus { return api.ChainStatus(follower.Status()) },
-		Counters: func() api.ChainCounters { return api.ChainCounters(follower.Counters()) },
+		Chain: follower.Status, Counters: follower.Counters,
 	})
 
 	ln, err := net.Listen("tcp", cfg.API.Listen)

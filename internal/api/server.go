@@ -13,31 +13,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coffer/coffer/internal/events"
+	"github.com/coffer/coffer/internal/follow"
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 )
 
-// ChainStatus is the chain follower's view of the node and of its own
-// progress. Its fields mirror follow.Status so the caller can convert one
-// into the other without the api package importing the follower.
-type ChainStatus struct {
-	NodeReachable bool
-	NodeHeight    int64
-	NodeHash      string
-	SyncedHeight  int64 // -1 before the first block
-	SyncedHash    string
-	MempoolSize   int
-	LastError     string
-	Halted        string
-	UpdatedAt     time.Time
-}
+// ChainStatus is the chain follower's view of the node and of its progress.
+type ChainStatus = follow.Status
 
-// ChainCounters mirrors follow.Counters: totals since the process started.
-type ChainCounters struct {
-	BlocksApplied      uint64
-	BlocksDisconnected uint64
-	Reorgs             uint64
-}
+// ChainCounters are the follower's totals since the process started.
+type ChainCounters = follow.Counters
 
 // NodeChecker is the part of the node client the API needs; *node.Client
 // satisfies it.
