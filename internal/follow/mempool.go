@@ -133,22 +133,32 @@ var vanishedEvent = map[string]string{
 // come from the inputs the follower has seen, not from gettxout: btcd's
 // gettxout ignores mempool spends.
 func (f *Follower) vanishedTxs(ctx context.Context, inMempool map[string]struct{}, tipHash string) (map[string]map[string]struct{}, error) {
-	stored, err := f.loadTxs(ctx, `SELECT txid, raw FROM txs WHERE status = 'mempool'`)
-	if err != nil {
-		return nil, err
-	}
-	var gone []string
-	for txid := range stored {
+	// memSpends holds the inputs of every tracked mempool tx, so it names
+	// them all without a database read on this every-poll path.
+	goneSet := map[string]struct{}{}
+	for _, txid := range f.memSpends {
 		if _, ok := inMempool[txid]; !ok {
-			gone = append(gone, txid)
+			goneSet[txid] = struct{}{}
 		}
 	}
-	if len(gone) == 0 {
+	if len(goneSet) == 0 {
 		return nil, nil
 	}
 	// A block that arrived after getrawmempool would explain the absence.
 	if tip, err := f.node.GetBestBlockHash(ctx); err != nil || tip != tipHash {
 		return nil, err
+	}
+	gone := make([]string, 0, len(goneSet))
+	stored := make(map[string]*wire.MsgTx, len(goneSet))
+	for txid := range goneSet {
+		txs, err := f.loadTxs(ctx, `SELECT txid, raw FROM txs WHERE txid = $1 AND status = 'mempool'`, txid)
+		if err != nil {
+			return nil, err
+		}
+		if tx, ok := txs[txid]; ok {
+			gone = append(gone, txid)
+			stored[txid] = tx
+		}
 	}
 	mempoolSpends := map[wire.OutPoint]struct{}{}
 	for _, inputs := range f.memSeen {
