@@ -243,6 +243,9 @@ func (f *Follower) Sync(ctx context.Context) error {
 	f.updateStatus(func(s *Status) {
 		s.NodeReachable, s.NodeHeight, s.NodeHash, s.LastError = true, info.Blocks, info.BestBlockHash, ""
 	})
+	// While one batch is applied the next one is fetched; a batch made stale
+	// by a reorg fails the prev-hash check and is dropped.
+	var ahead *prefetch
 	for ctx.Err() == nil {
 		if f.cursor != nil && f.cursor.hash == info.BestBlockHash {
 			return f.syncMempool(ctx, info.BestBlockHash)
@@ -266,9 +269,19 @@ func (f *Follower) Sync(ctx context.Context) error {
 			}
 			continue
 		}
-		blocks, err := f.fetch(ctx, next, min(info.Blocks, next+int64(f.cfg.Prefetch)-1))
+		var blocks []fetchedBlock
+		if ahead != nil && ahead.from == next {
+			r := <-ahead.done
+			blocks, err = r.blocks, r.err
+		} else {
+			blocks, err = f.fetch(ctx, next, min(info.Blocks, next+int64(f.cfg.Prefetch)-1))
+		}
+		ahead = nil
 		if err != nil {
 			return err
+		}
+		if last := blocks[len(blocks)-1].height; last < info.Blocks {
+			ahead = f.fetchAhead(ctx, last+1, min(info.Blocks, last+int64(f.cfg.Prefetch)))
 		}
 		for _, b := range blocks {
 			if f.cursor != nil && b.msg.Header.PrevBlock.String() != f.cursor.hash {
@@ -315,6 +328,26 @@ func (f *Follower) nodeBehind(ctx context.Context, info *node.BlockchainInfo) (b
 		s.LastError = fmt.Sprintf("node is behind: at height %d, Coffer has applied %d; waiting for the node", info.Blocks, f.cursor.height)
 	})
 	return true, nil
+}
+
+// prefetch is a batch of blocks being fetched in the background.
+type prefetch struct {
+	from int64
+	done chan fetchResult // buffered: the fetcher never blocks
+}
+
+type fetchResult struct {
+	blocks []fetchedBlock
+	err    error
+}
+
+func (f *Follower) fetchAhead(ctx context.Context, from, to int64) *prefetch {
+	p := &prefetch{from: from, done: make(chan fetchResult, 1)}
+	go func() {
+		blocks, err := f.fetch(ctx, from, to)
+		p.done <- fetchResult{blocks, err}
+	}()
+	return p
 }
 
 type fetchedBlock struct {
