@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/btcsuite/btcd/blockchain"
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
 	"github.com/coffer/coffer/internal/events"
 	"github.com/coffer/coffer/internal/store"
@@ -40,9 +41,8 @@ type trackedSpend struct {
 // match returns the tracked parts of tx. known reports whether an outpoint is
 // tracked; outputs found are added to added so later transactions of the same
 // block or mempool batch can spend them.
-func (f *Follower) match(tx *wire.MsgTx, pos int, coinbase bool, known func(wire.OutPoint) bool, added map[wire.OutPoint]struct{}) (*relevantTx, error) {
+func (f *Follower) match(tx *wire.MsgTx, hash chainhash.Hash, pos int, coinbase bool, known func(wire.OutPoint) bool, added map[wire.OutPoint]struct{}) (*relevantTx, error) {
 	var r relevantTx
-	hash := tx.TxHash()
 	if !coinbase {
 		for vin, in := range tx.TxIn {
 			if _, ok := added[in.PreviousOutPoint]; ok || known(in.PreviousOutPoint) {
@@ -79,17 +79,18 @@ func (f *Follower) connect(ctx context.Context, b fetchedBlock) error {
 	conflicts := map[string]struct{}{} // tracked mempool txs double-spent by this block
 	for i, tx := range b.msg.Transactions {
 		coinbase := i == 0 && blockchain.IsCoinBaseTx(tx)
-		r, err := f.match(tx, i, coinbase, f.knownOutpoint, added)
+		hash := tx.TxHash() // hashing dominates parsing cost: once per tx
+		r, err := f.match(tx, hash, i, coinbase, f.knownOutpoint, added)
 		if err != nil {
 			return err
 		}
 		if r != nil {
 			relevant = append(relevant, r)
 		}
-		if coinbase {
+		if coinbase || len(f.memSpends) == 0 {
 			continue
 		}
-		txid := tx.TxHash().String()
+		txid := hash.String()
 		for _, in := range tx.TxIn {
 			if other, ok := f.memSpends[in.PreviousOutPoint]; ok && other != txid {
 				conflicts[other] = struct{}{}

@@ -65,7 +65,7 @@ func (f *Follower) syncMempool(ctx context.Context, tipHash string) error {
 		changed = false
 		rest := fresh[:0]
 		for _, tx := range fresh {
-			r, err := f.match(tx, 0, false, f.knownOutpoint, added)
+			r, err := f.match(tx, tx.TxHash(), 0, false, f.knownOutpoint, added)
 			if err != nil {
 				return err
 			}
