@@ -121,3 +121,13 @@ func ParseNetwork(s string) (Network, error) {
 // errUnsupportedCoin guards the per-coin switches against a Params value
 // built by hand instead of through Lookup.
 var errUnsupportedCoin = errors.New("chain: params are not for a supported coin")
+
+// All returns the parameters of every supported coin and network.
+func All() []*Params {
+	out := make([]*Params, len(all))
+	for i := range all {
+		p := all[i]
+		out[i] = &p
+	}
+	return out
+}

@@ -72,33 +72,86 @@ func (f *Follower) knownOutpoint(op wire.OutPoint) bool {
 	return ok
 }
 
+// matchBlock returns the block's relevant transactions and the tracked
+// outputs they create. When a watcher extends what is tracked because of
+// what the block pays (a wallet's gap window moving on), it matches again so
+// payments in the same block to the newly tracked scripts are found too.
+func (f *Follower) matchBlock(ctx context.Context, blk *wire.MsgBlock, hashes []chainhash.Hash) ([]*relevantTx, map[wire.OutPoint]struct{}, error) {
+	for {
+		added := map[wire.OutPoint]struct{}{}
+		var relevant []*relevantTx
+		for i, tx := range blk.Transactions {
+			coinbase := i == 0 && blockchain.IsCoinBaseTx(tx)
+			r, err := f.match(tx, hashes[i], i, coinbase, f.knownOutpoint, added)
+			if err != nil {
+				return nil, nil, err
+			}
+			if r != nil {
+				relevant = append(relevant, r)
+			}
+		}
+		grew, err := f.extend(ctx, relevant)
+		if err != nil || !grew {
+			return relevant, added, err
+		}
+	}
+}
+
+// extend asks the watcher whether the scripts relevant pays make more scripts
+// worth tracking, and loads any it tracked.
+func (f *Follower) extend(ctx context.Context, relevant []*relevantTx) (bool, error) {
+	if f.watcher == nil || len(relevant) == 0 {
+		return false, nil
+	}
+	var paid [][]byte
+	for _, r := range relevant {
+		for _, o := range r.outputs {
+			paid = append(paid, o.script)
+		}
+	}
+	if len(paid) == 0 {
+		return false, nil
+	}
+	grew, err := f.watcher.Extend(ctx, paid)
+	if err != nil || !grew {
+		return false, err
+	}
+	return true, f.loadNewScripts(ctx)
+}
+
+func txHashes(blk *wire.MsgBlock) []chainhash.Hash {
+	hashes := make([]chainhash.Hash, len(blk.Transactions))
+	for i, tx := range blk.Transactions {
+		hashes[i] = tx.TxHash() // hashing dominates parsing cost: once per tx
+	}
+	return hashes
+}
+
 // connect applies one block on top of the cursor in a single transaction.
 func (f *Follower) connect(ctx context.Context, b fetchedBlock) error {
-	added := map[wire.OutPoint]struct{}{}
-	var relevant []*relevantTx
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	hashes := txHashes(b.msg)
+	relevant, added, err := f.matchBlock(ctx, b.msg, hashes)
+	if err != nil {
+		return err
+	}
 	conflicts := map[string]struct{}{} // tracked mempool txs double-spent by this block
-	for i, tx := range b.msg.Transactions {
-		coinbase := i == 0 && blockchain.IsCoinBaseTx(tx)
-		hash := tx.TxHash() // hashing dominates parsing cost: once per tx
-		r, err := f.match(tx, hash, i, coinbase, f.knownOutpoint, added)
-		if err != nil {
-			return err
-		}
-		if r != nil {
-			relevant = append(relevant, r)
-		}
-		if coinbase || len(f.memSpends) == 0 {
-			continue
-		}
-		txid := hash.String()
-		for _, in := range tx.TxIn {
-			if other, ok := f.memSpends[in.PreviousOutPoint]; ok && other != txid {
-				conflicts[other] = struct{}{}
+	if len(f.memSpends) > 0 {
+		for i, tx := range b.msg.Transactions {
+			if i == 0 && blockchain.IsCoinBaseTx(tx) {
+				continue
+			}
+			txid := hashes[i].String()
+			for _, in := range tx.TxIn {
+				if other, ok := f.memSpends[in.PreviousOutPoint]; ok && other != txid {
+					conflicts[other] = struct{}{}
+				}
 			}
 		}
 	}
 	var conflicted []string
-	err := f.db.InTx(ctx, func(tx *store.Tx) error {
+	err = f.db.InTx(ctx, func(tx *store.Tx) error {
 		if err := f.checkCursor(ctx, tx); err != nil {
 			return err
 		}
@@ -110,6 +163,9 @@ func (f *Follower) connect(ctx context.Context, b fetchedBlock) error {
 		}
 		var err error
 		if conflicted, err = f.markConflicted(ctx, tx, conflicts, now); err != nil {
+			return err
+		}
+		if err := f.notify(ctx, tx, Change{Connected: b.height, Txids: append(txids(relevant), conflicted...)}); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx,
@@ -282,6 +338,12 @@ func (f *Follower) setMempoolStatus(ctx context.Context, tx *store.Tx, ids map[s
 	return changed, nil
 }
 
+func (f *Follower) lockedReorg(ctx context.Context, nodeHeight int64) error {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	return f.reorg(ctx, nodeHeight)
+}
+
 // reorg unwinds our chain to the last block the node still has, one block
 // per transaction. nodeHeight is the node's current tip height.
 func (f *Follower) reorg(ctx context.Context, nodeHeight int64) error {
@@ -362,7 +424,9 @@ func (f *Follower) disconnect(ctx context.Context, reorgInfo map[string]any) err
 			txs = append(txs, r)
 		}
 		rows.Close()
+		ids := make([]string, 0, len(txs))
 		for _, r := range txs {
+			ids = append(ids, r.txid)
 			data := map[string]any{"txid": r.txid, "block_height": c.height, "block_hash": c.hash}
 			if r.coinbase {
 				// A coinbase cannot return to the mempool: it ceases to exist.
@@ -380,6 +444,9 @@ func (f *Follower) disconnect(ctx context.Context, reorgInfo map[string]any) err
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM chain_blocks WHERE height = $1`, c.height); err != nil {
+			return err
+		}
+		if err := f.notify(ctx, tx, Change{Disconnected: c.height, Txids: ids}); err != nil {
 			return err
 		}
 		if err := setCursor(ctx, tx, c.height-1, parent, now); err != nil {

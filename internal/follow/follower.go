@@ -67,7 +67,12 @@ type Follower struct {
 	scripts      map[string]struct{} // tracked output scripts
 	lastScriptID int64
 
-	// Owned by the Run goroutine; rebuilt from the database by loadIndex.
+	watcher Watcher
+
+	// Rebuilt from the database by loadIndex. applyMu guards them: Run
+	// applies blocks and the mempool, ImportBlock recovers history.
+	applyMu     sync.Mutex
+	memDirty    atomic.Bool // scripts were added: examine the whole mempool again
 	cursor      *cursor
 	outpoints   map[wire.OutPoint]struct{} // outputs of live tracked txs
 	memSpends   map[wire.OutPoint]string   // inputs of tracked mempool txs -> txid
@@ -150,7 +155,9 @@ func (f *Follower) Run(ctx context.Context) error {
 	for {
 		var err error
 		if !indexed {
+			f.applyMu.Lock()
 			err = f.loadIndex(ctx)
+			f.applyMu.Unlock()
 			indexed = err == nil
 		}
 		if err == nil {
@@ -227,10 +234,14 @@ func (f *Follower) halt(ctx context.Context, err error) {
 // Sync applies blocks until the store matches the node's tip, then
 // reconciles the mempool. It is what Run calls on every poll.
 func (f *Follower) Sync(ctx context.Context) error {
+	f.applyMu.Lock()
+	var err error
 	if f.cursor == nil && f.outpoints == nil {
-		if err := f.loadIndex(ctx); err != nil {
-			return err
-		}
+		err = f.loadIndex(ctx)
+	}
+	f.applyMu.Unlock()
+	if err != nil {
+		return err
 	}
 	if err := f.loadNewScripts(ctx); err != nil {
 		return err
@@ -248,6 +259,8 @@ func (f *Follower) Sync(ctx context.Context) error {
 	var ahead *prefetch
 	for ctx.Err() == nil {
 		if f.cursor != nil && f.cursor.hash == info.BestBlockHash {
+			f.applyMu.Lock()
+			defer f.applyMu.Unlock()
 			return f.syncMempool(ctx, info.BestBlockHash)
 		}
 		next := f.cfg.StartHeight
@@ -264,7 +277,7 @@ func (f *Follower) Sync(ctx context.Context) error {
 			}
 			// Our tip is at or above the node's but is not its tip, and the
 			// node's tip is not in our chain: it switched to another branch.
-			if err := f.reorg(ctx, info.Blocks); err != nil {
+			if err := f.lockedReorg(ctx, info.Blocks); err != nil {
 				return err
 			}
 			continue
@@ -285,7 +298,7 @@ func (f *Follower) Sync(ctx context.Context) error {
 		}
 		for _, b := range blocks {
 			if f.cursor != nil && b.msg.Header.PrevBlock.String() != f.cursor.hash {
-				if err := f.reorg(ctx, info.Blocks); err != nil {
+				if err := f.lockedReorg(ctx, info.Blocks); err != nil {
 					return err
 				}
 				break

@@ -24,21 +24,24 @@ func (f *Follower) Track(ctx context.Context, owner string, scripts ...[]byte) e
 // TrackScripts records scripts to watch in the database. A follower running in
 // this or another process picks them up before its next block.
 func TrackScripts(ctx context.Context, db *store.DB, owner string, scripts ...[]byte) error {
-	return db.InTx(ctx, func(tx *store.Tx) error {
-		// Followers load scripts by "id above the last seen".
-		if err := tx.LockOrdered(ctx, trackedScriptsLockKey); err != nil {
+	return db.InTx(ctx, func(tx *store.Tx) error { return TrackScriptsTx(ctx, tx, owner, scripts...) })
+}
+
+// TrackScriptsTx is TrackScripts inside the caller's transaction.
+func TrackScriptsTx(ctx context.Context, tx *store.Tx, owner string, scripts ...[]byte) error {
+	// Followers load scripts by "id above the last seen".
+	if err := tx.LockOrdered(ctx, trackedScriptsLockKey); err != nil {
+		return err
+	}
+	now := time.Now().Unix()
+	for _, s := range scripts {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO tracked_scripts (script, owner, created_at) VALUES ($1, $2, $3) ON CONFLICT (script) DO NOTHING`,
+			s, owner, now); err != nil {
 			return err
 		}
-		now := time.Now().Unix()
-		for _, s := range scripts {
-			if _, err := tx.ExecContext(ctx,
-				`INSERT INTO tracked_scripts (script, owner, created_at) VALUES ($1, $2, $3) ON CONFLICT (script) DO NOTHING`,
-				s, owner, now); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // trackedScriptsLockKey serialises inserts into tracked_scripts on PostgreSQL.
@@ -61,6 +64,7 @@ func (f *Follower) loadNewScripts(ctx context.Context) error {
 		}
 		f.scripts[string(s)] = struct{}{}
 		f.lastScriptID = id
+		f.memDirty.Store(true)
 	}
 	return rows.Err()
 }

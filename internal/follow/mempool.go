@@ -22,6 +22,10 @@ func (f *Follower) syncMempool(ctx context.Context, tipHash string) error {
 		return err
 	}
 	f.updateStatus(func(s *Status) { s.MempoolSize = len(ids) })
+	if f.memDirty.Swap(false) {
+		// New scripts: transactions examined before may touch them now.
+		clear(f.memSeen)
+	}
 	inMempool := make(map[string]struct{}, len(ids))
 	var fresh []*wire.MsgTx
 	for _, id := range ids {
@@ -79,6 +83,12 @@ func (f *Follower) syncMempool(ctx context.Context, tipHash string) error {
 		fresh = rest
 	}
 
+	if grew, err := f.extend(ctx, relevant); err != nil {
+		return err
+	} else if grew {
+		f.memDirty.Store(true) // the next pass looks at the whole mempool again
+	}
+
 	vanished, err := f.vanishedTxs(ctx, inMempool, tipHash)
 	if err != nil {
 		return err
@@ -96,12 +106,15 @@ func (f *Follower) syncMempool(ctx context.Context, tipHash string) error {
 				return err
 			}
 		}
+		changed := txids(relevant)
 		for status, ids := range vanished {
-			if _, err := f.setMempoolStatus(ctx, tx, ids, status, vanishedEvent[status], now); err != nil {
+			ids, err := f.setMempoolStatus(ctx, tx, ids, status, vanishedEvent[status], now)
+			if err != nil {
 				return err
 			}
+			changed = append(changed, ids...)
 		}
-		return nil
+		return f.notify(ctx, tx, Change{Txids: changed})
 	})
 	if err != nil {
 		return err
