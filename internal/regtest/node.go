@@ -58,6 +58,11 @@ type Options struct {
 	// PreMine mines this many blocks after start; 101 makes the first
 	// coinbase spendable, so Fund works at once.
 	PreMine int
+	// NoBlockFilterIndex starts the node without BIP158 block filters,
+	// which both kinds otherwise serve: litecoind runs without
+	// -blockfilterindex=1 (getblockfilter then fails), btcd with
+	// --nocfilters (getcfilter fails).
+	NoBlockFilterIndex bool
 }
 
 // ErrNotInstalled is wrapped by the error Start returns when a node binary
@@ -228,7 +233,7 @@ func (n *Node) args() []string {
 	rpc := strconv.Itoa(n.rpcPort)
 	p2p := strconv.Itoa(n.p2pPort)
 	if n.Kind == KindBtcd {
-		return []string{
+		a := []string{
 			"--regtest", "--notls",
 			"--rpcuser=" + n.user, "--rpcpass=" + n.password,
 			"--rpclisten=127.0.0.1:" + rpc, "--listen=127.0.0.1:" + p2p,
@@ -236,12 +241,16 @@ func (n *Node) args() []string {
 			"--miningaddr=" + n.w.btcdMiner.Address(),
 			"--nobanning", "--txindex",
 		}
+		if n.opts.NoBlockFilterIndex {
+			a = append(a, "--nocfilters")
+		}
+		return a
 	}
 	a := []string{
 		"-regtest", "-server", "-datadir=" + n.dir,
 		"-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1", "-rpcport=" + rpc,
 		"-port=" + p2p, "-bind=127.0.0.1",
-		"-fallbackfee=0.0002", "-blockfilterindex=1", "-txindex=1",
+		"-fallbackfee=0.0002", "-txindex=1",
 		"-persistmempool=0", // a restart forgets the mempool, as btcd does
 		"-listenonion=0", "-dnsseed=0", "-discover=0", "-upnp=0",
 		// One log: stdout goes to node.log, so no debug.log as well.
@@ -252,6 +261,9 @@ func (n *Node) args() []string {
 		// Shutdown waits for idle keep-alive RPC connections to time out,
 		// and Go clients keep them open; 30s by default.
 		"-rpcservertimeout=1",
+	}
+	if !n.opts.NoBlockFilterIndex {
+		a = append(a, "-blockfilterindex=1")
 	}
 	if !n.opts.CookieAuth {
 		a = append(a, "-rpcuser="+n.user, "-rpcpassword="+n.password)
