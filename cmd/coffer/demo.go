@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/coffer/coffer/internal/auth"
 	"github.com/coffer/coffer/internal/config"
 	"github.com/coffer/coffer/internal/follow"
 	"github.com/coffer/coffer/internal/regtest"
@@ -93,9 +94,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	var apiKey string
 	_, err = db.Migrate(ctx)
 	if err == nil {
 		err = follow.TrackScripts(ctx, db, "demo", key.PkScript())
+	}
+	if err == nil {
+		apiKey, _, err = auth.CreateAPIKey(ctx, db, auth.ScopeAdmin, "demo")
 	}
 	db.Close()
 	if err != nil {
@@ -117,14 +122,16 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say("")
 	say("Coffer demo is running.")
 	say("  API:       %s", url)
+	say("  API key:   %s (admin; every /v1 request needs it)", apiKey)
 	say("  node:      btcd regtest, RPC %s", rpc.URL)
 	say("  database:  %s (SQLite)", cfg.Database.DSN)
 	say("  watching:  %s (every %s the demo alternately pays it and mines a block)", key.Address(), *every)
 	say("")
 	say("Try:")
-	say("  curl -s %s/v1/status", url)
-	say("  curl -s '%s/v1/events?after=0&limit=5'", url)
-	say("  curl -s '%s/v1/events?after=0&wait=30'   # long-poll", url)
+	say("  export COFFER_KEY=%s", apiKey)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/status", url)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" '%s/v1/events?after=0&limit=5'", url)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" '%s/v1/events?after=0&wait=30'   # long-poll", url)
 	say("  curl -s %s/readyz", url)
 	say("")
 	say("Press Ctrl-C to stop.")

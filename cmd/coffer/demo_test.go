@@ -24,6 +24,7 @@ import (
 var (
 	demoAPILine  = regexp.MustCompile(`API:\s+(http://\S+)`)
 	demoNodeLine = regexp.MustCompile(`node:\s+btcd regtest, RPC (http://\S+)`)
+	demoKeyLine  = regexp.MustCompile(`API key:\s+(coffer_\S+)`)
 )
 
 // TestDemoCommand runs `coffer demo`, watches its payments and blocks
@@ -42,6 +43,9 @@ func TestDemoCommand(t *testing.T) {
 		}
 		if m := demoNodeLine.FindStringSubmatch(out); m != nil {
 			nodeURL = m[1]
+		}
+		if m := demoKeyLine.FindStringSubmatch(out); m != nil {
+			apiKeys.Store(listen, m[1])
 		}
 		return base != "" && nodeURL != "", tailLines(out, 3)
 	})

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/coffer/coffer/internal/api"
+	"github.com/coffer/coffer/internal/auth"
 	"github.com/coffer/coffer/internal/store"
 )
 
@@ -230,6 +231,9 @@ func freeAddr(t testing.TB) string {
 // serveEnv is the environment of a `coffer serve` on dsn watching the node
 // at rpcURL, listening on listen; extra entries (KEY=VALUE) are appended.
 func serveEnv(dir, dsn, listen, rpcURL, user, password string, extra ...string) []string {
+	if _, ok := apiKeys.Load(listen); !ok {
+		createAPIKey(dsn, listen)
+	}
 	env := []string{
 		"COFFER_DATA_DIR=" + dir,
 		"COFFER_DATABASE_DSN=" + dsn,
@@ -243,7 +247,40 @@ func serveEnv(dir, dsn, listen, rpcURL, user, password string, extra ...string) 
 	return append(env, extra...)
 }
 
-var httpClient = &http.Client{Timeout: 10 * time.Second}
+var httpClient = &http.Client{Timeout: 10 * time.Second, Transport: keyTransport{}}
+
+// apiKeys maps a listen address to the admin API key serveEnv made for the
+// coffer serving there; keyTransport sends it with every request.
+var apiKeys sync.Map
+
+type keyTransport struct{}
+
+func (keyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if key, ok := apiKeys.Load(r.URL.Host); ok && r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+key.(string))
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// createAPIKey migrates dsn and adds an admin API key for the coffer that
+// will listen on listen.
+func createAPIKey(dsn, listen string) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		panic(err)
+	}
+	key, _, err := auth.CreateAPIKey(ctx, db, auth.ScopeAdmin, "e2e")
+	if err != nil {
+		panic(err)
+	}
+	apiKeys.Store(listen, key)
+}
 
 // getJSON GETs url and decodes a JSON body into v (if not nil); it returns
 // the status code and raw body.

@@ -25,6 +25,7 @@ const usage = `coffer — wallet, custody and accounting server for Bitcoin-fami
 Usage:
   coffer serve   [-config FILE]   run the API server and chain follower
   coffer migrate [-config FILE]   apply database migrations and exit
+  coffer apikey CMD [flags]       create, list or revoke operator API keys
   coffer demo    [-dir DIR]       run a local regtest node and Coffer on it
   coffer bench sync [flags]       time the chain follower on a built regtest chain
   coffer version                  print the version
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(ctx, args[1:], stderr)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
+	case "apikey":
+		return cmdAPIKey(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "bench":

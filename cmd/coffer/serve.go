@@ -17,6 +17,7 @@ import (
 	"github.com/coffer/coffer/internal/follow"
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
+	"github.com/coffer/coffer/internal/wallet"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -110,10 +111,15 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		StartHeight: cfg.Follow.StartHeight, MaxReorgDepth: cfg.Follow.MaxReorgDepth,
 		PollInterval: cfg.Follow.PollInterval.D(), Prefetch: cfg.Follow.Prefetch,
 	}, logger)
+	wallets := wallet.New(db, params, log, client, follower, wallet.Config{
+		DefaultGapLimit: cfg.Wallets.GapLimit, ProposalTTL: cfg.Wallets.ProposalTTL.D(),
+		FallbackFeeRate: cfg.Wallets.FallbackFeeRate, FullBlocks: cfg.Wallets.FullBlocks,
+	}, logger)
+	follower.SetWatcher(wallets)
 	handler := api.NewServer(api.Deps{
 		DB: db, Events: log, Node: client, Version: Version(),
 		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
-		Chain: follower.Status, Counters: follower.Counters,
+		Chain: follower.Status, Counters: follower.Counters, Wallets: wallets,
 	})
 
 	ln, err := net.Listen("tcp", cfg.API.Listen)
@@ -137,6 +143,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	followCtx, stopFollow := context.WithCancel(ctx)
 	followDone := make(chan error, 1)
 	go func() { followDone <- follower.Run(followCtx) }()
+	walletsDone := make(chan struct{})
+	go func() { wallets.Run(followCtx); close(walletsDone) }()
 
 	followerRunning := true
 	select {
@@ -144,6 +152,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	case err := <-serveErr:
 		stopFollow()
 		<-followDone
+		<-walletsDone
 		return fmt.Errorf("http server: %w", err)
 	case err := <-followDone:
 		// A halted follower keeps the API up so operators can see why;
@@ -159,6 +168,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	if followerRunning {
 		<-followDone
 	}
+	<-walletsDone
 	endRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout.D())
 	defer cancel()

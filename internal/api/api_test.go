@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coffer/coffer/internal/api"
+	"github.com/coffer/coffer/internal/auth"
 	"github.com/coffer/coffer/internal/events"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/store/storetest"
@@ -24,6 +25,21 @@ type fixture struct {
 	db  *store.DB
 	log *events.Log
 	ts  *httptest.Server
+	key string // admin API key the fixture's client sends
+}
+
+// bearer adds an API key to every request that carries no credential.
+type bearer struct {
+	key  string
+	next http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" && r.Header.Get("X-API-Key") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.key)
+	}
+	return b.next.RoundTrip(r)
 }
 
 // newFixture serves an API over a fresh SQLite store. Fields left zero in d
@@ -43,6 +59,12 @@ func newFixture(t *testing.T, d api.Deps) *fixture {
 	}
 	f.ts = httptest.NewServer(api.NewServer(d))
 	t.Cleanup(f.ts.Close)
+	key, _, err := auth.CreateAPIKey(context.Background(), f.db, auth.ScopeAdmin, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.key = key
+	f.ts.Client().Transport = bearer{key: key, next: f.ts.Client().Transport}
 	return f
 }
 
@@ -427,7 +449,7 @@ func TestMetrics(t *testing.T) {
 			return api.ChainCounters{BlocksApplied: 11, BlocksDisconnected: 2, Reorgs: 1}
 		},
 	})
-	appendEvents(t, f, 1) // one DB transaction, so the counter is non-zero
+	appendEvents(t, f, 1) // with the fixture's API key, two DB transactions
 	f.do(t, "GET", "/healthz")
 	f.do(t, "GET", "/no/such/path")
 
@@ -442,7 +464,7 @@ func TestMetrics(t *testing.T) {
 		"coffer_blocks_applied_total 11\n",
 		"coffer_blocks_disconnected_total 2\n",
 		"coffer_reorgs_total 1\n",
-		"coffer_db_tx_attempts_total 1\n",
+		"coffer_db_tx_attempts_total 2\n",
 		"coffer_db_tx_retries_total 0\n",
 		"coffer_db_tx_giveups_total 0\n",
 		`coffer_http_requests_total{code="200",route="/healthz"} 1`,

@@ -12,6 +12,10 @@ const (
 	CodeNotFound         = "not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeInternal         = "internal"
+	CodeInvalidJSON      = "invalid_json"
+	CodeUnavailable      = "unavailable"
+	CodeUnauthenticated  = "unauthenticated"
+	CodeForbidden        = "forbidden"
 )
 
 // Error is the body of every failed request, wrapped as {"error": Error}.

@@ -16,6 +16,7 @@ import (
 	"github.com/coffer/coffer/internal/follow"
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
+	"github.com/coffer/coffer/internal/wallet"
 )
 
 // ChainStatus is the chain follower's view of the node and of its progress.
@@ -45,6 +46,8 @@ type Deps struct {
 	// report ready.
 	ReadyLag int64
 	Logger   *slog.Logger
+	// Wallets is the watch-only wallet service; nil answers its routes 503.
+	Wallets *wallet.Service
 }
 
 // Timeouts for the dependency checks, short so a probe answers before the
@@ -76,9 +79,23 @@ type route struct {
 	path   string // ServeMux path pattern; also the OpenAPI path key
 	// quiet routes are polled by machines; logging them at Info would bury
 	// the requests people make.
-	quiet  bool
+	quiet bool
+	// access is the credential the route needs; wallet routes ({id} is a
+	// wallet id) also accept that wallet's token.
+	access access
+	wallet bool
 	handle func(s *Server, w http.ResponseWriter, r *http.Request)
 }
+
+// access levels of routes.
+type access int
+
+const (
+	public      access = iota // no credential
+	readAccess                // API key of any scope, or a wallet token
+	writeAccess               // API key of scope write or admin, or a full wallet token
+	adminAccess               // API key of scope admin
+)
 
 func (rt route) pattern() string { return rt.method + " " + rt.path }
 
@@ -87,8 +104,23 @@ var routes = []route{
 	{method: http.MethodGet, path: "/readyz", quiet: true, handle: (*Server).handleReadyz},
 	{method: http.MethodGet, path: "/metrics", quiet: true, handle: (*Server).handleMetrics},
 	{method: http.MethodGet, path: "/openapi.json", handle: (*Server).handleOpenAPI},
-	{method: http.MethodGet, path: "/v1/status", handle: (*Server).handleStatus},
-	{method: http.MethodGet, path: "/v1/events", handle: (*Server).handleEvents},
+	{method: http.MethodGet, path: "/v1/status", access: readAccess, handle: (*Server).handleStatus},
+	{method: http.MethodGet, path: "/v1/events", access: readAccess, handle: (*Server).handleEvents},
+	{method: http.MethodPost, path: "/v1/auth/token", handle: (*Server).handleAuthToken},
+	{method: http.MethodPost, path: "/v1/wallets", access: writeAccess, handle: (*Server).handleRegisterWallet},
+	{method: http.MethodGet, path: "/v1/wallets", access: readAccess, handle: (*Server).handleListWallets},
+	{method: http.MethodGet, path: "/v1/wallets/{id}", access: readAccess, wallet: true, handle: (*Server).handleGetWallet},
+	{method: http.MethodGet, path: "/v1/wallets/{id}/addresses", access: readAccess, wallet: true, handle: (*Server).handleAddresses},
+	{method: http.MethodPost, path: "/v1/wallets/{id}/addresses/next", access: writeAccess, wallet: true, handle: (*Server).handleNextAddress},
+	{method: http.MethodPost, path: "/v1/wallets/{id}/addresses/check", access: readAccess, wallet: true, handle: (*Server).handleCheckAddresses},
+	{method: http.MethodGet, path: "/v1/wallets/{id}/balance", access: readAccess, wallet: true, handle: (*Server).handleBalance},
+	{method: http.MethodGet, path: "/v1/wallets/{id}/utxos", access: readAccess, wallet: true, handle: (*Server).handleUTXOs},
+	{method: http.MethodGet, path: "/v1/wallets/{id}/transactions", access: readAccess, wallet: true, handle: (*Server).handleTransactions},
+	{method: http.MethodGet, path: "/v1/wallets/{id}/transactions/{txid}", access: readAccess, wallet: true, handle: (*Server).handleTransaction},
+	{method: http.MethodPost, path: "/v1/wallets/{id}/proposals", access: writeAccess, wallet: true, handle: (*Server).handleCreateProposal},
+	{method: http.MethodGet, path: "/v1/wallets/{id}/proposals/{pid}", access: readAccess, wallet: true, handle: (*Server).handleGetProposal},
+	{method: http.MethodDelete, path: "/v1/wallets/{id}/proposals/{pid}", access: writeAccess, wallet: true, handle: (*Server).handleCancelProposal},
+	{method: http.MethodPost, path: "/v1/wallets/{id}/proposals/{pid}/send", access: writeAccess, wallet: true, handle: (*Server).handleSendProposal},
 }
 
 // NewServer builds the handler. It panics when DB or Events is nil, which is
@@ -115,7 +147,11 @@ func NewServer(d Deps) *Server {
 	s.metrics = newMetrics(prometheus.NewRegistry(), d, s.log)
 	for _, rt := range routes {
 		s.byPat[rt.pattern()] = rt
-		s.mux.HandleFunc(rt.pattern(), func(w http.ResponseWriter, r *http.Request) { rt.handle(s, w, r) })
+		s.mux.HandleFunc(rt.pattern(), func(w http.ResponseWriter, r *http.Request) {
+			if s.authorize(w, r, rt) {
+				rt.handle(s, w, r)
+			}
+		})
 	}
 	return s
 }

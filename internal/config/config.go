@@ -27,6 +27,7 @@ type Config struct {
 	Chain    Chain    `yaml:"chain"`
 	Node     Node     `yaml:"node"`
 	Follow   Follow   `yaml:"follow"`
+	Wallets  Wallets  `yaml:"wallets"`
 	API      API      `yaml:"api"`
 	Log      Log      `yaml:"log"`
 }
@@ -62,6 +63,14 @@ type Follow struct {
 	PollInterval  Duration `yaml:"poll_interval"`
 	Prefetch      int      `yaml:"prefetch"`
 	ReadyLag      int64    `yaml:"ready_lag"` // /readyz fails beyond this many blocks behind
+}
+
+// Wallets tunes the watch-only wallet service.
+type Wallets struct {
+	GapLimit        int      `yaml:"gap_limit"`         // default gap limit of new wallets
+	ProposalTTL     Duration `yaml:"proposal_ttl"`      // how long a proposal reserves its inputs
+	FallbackFeeRate int64    `yaml:"fallback_fee_rate"` // sat/vB when the node has no estimate
+	FullBlocks      bool     `yaml:"full_blocks"`       // recover history from full blocks even when filters exist
 }
 
 // API configures the HTTP server.
@@ -104,9 +113,10 @@ func Default() Config {
 		Chain:    Chain{Coin: "btc", Network: "regtest"},
 		Node: Node{URL: "http://127.0.0.1:18334", User: "coffer", Password: "coffer",
 			Timeout: Duration(30 * time.Second), Retries: 3},
-		Follow: Follow{MaxReorgDepth: 100, PollInterval: Duration(time.Second), Prefetch: 8, ReadyLag: 2},
-		API:    API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
-		Log:    Log{Level: "info", Format: "text"},
+		Follow:  Follow{MaxReorgDepth: 100, PollInterval: Duration(time.Second), Prefetch: 8, ReadyLag: 2},
+		Wallets: Wallets{GapLimit: 20, ProposalTTL: Duration(15 * time.Minute), FallbackFeeRate: 10},
+		API:     API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
+		Log:     Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -271,6 +281,15 @@ func (c Config) Validate() error {
 	}
 	if c.Follow.Prefetch < 1 || c.Follow.Prefetch > 256 {
 		return bad("follow.prefetch", "must be between 1 and 256, got %d", c.Follow.Prefetch)
+	}
+	if c.Wallets.GapLimit < 1 || c.Wallets.GapLimit > 1000 {
+		return bad("wallets.gap_limit", "must be between 1 and 1000, got %d", c.Wallets.GapLimit)
+	}
+	if c.Wallets.ProposalTTL.D() < time.Minute {
+		return bad("wallets.proposal_ttl", "must be at least 1m, got %s", c.Wallets.ProposalTTL.D())
+	}
+	if c.Wallets.FallbackFeeRate < 1 || c.Wallets.FallbackFeeRate > 10000 {
+		return bad("wallets.fallback_fee_rate", "must be between 1 and 10000 sat/vB, got %d", c.Wallets.FallbackFeeRate)
 	}
 	if c.Follow.ReadyLag < 0 {
 		return bad("follow.ready_lag", "must not be negative, got %d", c.Follow.ReadyLag)

@@ -133,3 +133,47 @@ func (f *Follower) Tip() (int64, string) {
 	}
 	return f.cursor.height, f.cursor.hash
 }
+
+// AddMempoolTx records a transaction Coffer has just broadcast as in the
+// mempool, so it shows at once instead of at the next mempool poll. A
+// transaction touching nothing tracked is ignored; recording one twice is
+// harmless.
+func (f *Follower) AddMempoolTx(ctx context.Context, msg *wire.MsgTx) error {
+	if err := f.loadNewScripts(ctx); err != nil {
+		return err
+	}
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if f.outpoints == nil {
+		if err := f.loadIndex(ctx); err != nil {
+			return err
+		}
+	}
+	added := map[wire.OutPoint]struct{}{}
+	r, err := f.match(msg, msg.TxHash(), 0, false, f.knownOutpoint, added)
+	if err != nil || r == nil {
+		return err
+	}
+	err = f.db.InTx(ctx, func(tx *store.Tx) error {
+		if err := f.recordTx(ctx, tx, r, "mempool", nil, time.Now().Unix()); err != nil {
+			return err
+		}
+		return f.notify(ctx, tx, Change{Txids: []string{r.txid}})
+	})
+	if err != nil {
+		return err
+	}
+	for op := range added {
+		f.outpoints[op] = struct{}{}
+	}
+	inputs := make([]wire.OutPoint, len(msg.TxIn))
+	for i, in := range msg.TxIn {
+		inputs[i] = in.PreviousOutPoint
+		f.memSpends[in.PreviousOutPoint] = r.txid
+	}
+	if f.memSeen == nil {
+		f.memSeen = map[string][]wire.OutPoint{}
+	}
+	f.memSeen[r.txid] = inputs
+	return nil
+}
