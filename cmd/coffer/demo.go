@@ -1,19 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/btcsuite/btcd/btcutil/hdkeychain"
+	"github.com/btcsuite/btcd/chaincfg"
+
 	"github.com/coffer/coffer/internal/auth"
 	"github.com/coffer/coffer/internal/config"
-	"github.com/coffer/coffer/internal/follow"
 	"github.com/coffer/coffer/internal/regtest"
 	"github.com/coffer/coffer/internal/store"
+	"github.com/coffer/coffer/internal/wallet"
 )
 
 // demoMarker marks a directory the demo created, so it only ever deletes its own.
@@ -88,17 +94,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
-	// Watch one demo key so payments to it show up as tracked transactions.
-	key := n.NewKey()
 	db, err := store.Open(ctx, cfg.Database.DSN)
 	if err != nil {
 		return err
 	}
 	var apiKey string
 	_, err = db.Migrate(ctx)
-	if err == nil {
-		err = follow.TrackScripts(ctx, db, "demo", key.PkScript())
-	}
 	if err == nil {
 		apiKey, _, err = auth.CreateAPIKey(ctx, db, auth.ScopeAdmin, "demo")
 	}
@@ -119,19 +120,32 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	url := "http://" + addr
+	// A watch-only wallet of a fresh demo key: Coffer watches it, the demo
+	// pays it.
+	desc, err := demoDescriptor()
+	if err != nil {
+		return err
+	}
+	var w wallet.Wallet
+	if err := demoPost(ctx, url+"/v1/wallets", apiKey, map[string]any{"descriptor": desc, "label": "demo"}, &w); err != nil {
+		return fmt.Errorf("registering the demo wallet: %w", err)
+	}
 	say("")
 	say("Coffer demo is running.")
 	say("  API:       %s", url)
 	say("  API key:   %s (admin; every /v1 request needs it)", apiKey)
 	say("  node:      btcd regtest, RPC %s", rpc.URL)
 	say("  database:  %s (SQLite)", cfg.Database.DSN)
-	say("  watching:  %s (every %s the demo alternately pays it and mines a block)", key.Address(), *every)
+	say("  wallet:    %s (watch-only, %s)", w.ID, desc)
+	say("             every %s the demo alternately pays it and mines a block", *every)
 	say("")
 	say("Try:")
 	say("  export COFFER_KEY=%s", apiKey)
 	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/status", url)
 	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" '%s/v1/events?after=0&limit=5'", url)
 	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" '%s/v1/events?after=0&wait=30'   # long-poll", url)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/wallets/%s/balance", url, w.ID)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/wallets/%s/transactions", url, w.ID)
 	say("  curl -s %s/readyz", url)
 	say("")
 	say("Press Ctrl-C to stop.")
@@ -153,7 +167,16 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			// Alternate: a payment that waits in the mempool, then the block
 			// that confirms it, so both stages show in the event log.
 			if pay = !pay; pay {
-				if _, _, err := n.Fund(ctx, key.PkScript(), 50_000); err != nil {
+				var a wallet.Address
+				err := demoPost(ctx, url+"/v1/wallets/"+w.ID+"/addresses/next", apiKey, nil, &a)
+				var script []byte
+				if err == nil {
+					script, err = n.Chain().AddressScript(a.Address)
+				}
+				if err == nil {
+					_, _, err = n.Fund(ctx, script, 50_000)
+				}
+				if err != nil {
 					say("demo payment failed: %v", err)
 				}
 			} else if _, err := n.Mine(ctx, 1); err != nil {
@@ -161,4 +184,56 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 	}
+}
+
+// demoDescriptor makes a fresh random P2PKH wallet (P2PKH because btcd's
+// regtest only activates segwit at height 432) and returns its descriptor.
+func demoDescriptor() (string, error) {
+	seed, err := hdkeychain.GenerateSeed(hdkeychain.RecommendedSeedLen)
+	if err != nil {
+		return "", err
+	}
+	k, err := hdkeychain.NewMaster(seed, &chaincfg.RegressionNetParams)
+	if err != nil {
+		return "", err
+	}
+	for _, step := range []uint32{44, 1, 0} {
+		if k, err = k.Derive(hdkeychain.HardenedKeyStart + step); err != nil {
+			return "", err
+		}
+	}
+	pub, err := k.Neuter()
+	if err != nil {
+		return "", err
+	}
+	return "pkh(" + pub.String() + "/<0;1>/*)", nil
+}
+
+// demoPost posts body as JSON with the API key and decodes the answer.
+func demoPost(ctx context.Context, url, key string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	if body == nil {
+		b = nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, answer)
+	}
+	return json.Unmarshal(answer, out)
 }
