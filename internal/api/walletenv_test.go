@@ -65,6 +65,7 @@ type walletEnv struct {
 	node    *regtest.Node
 	db      *store.DB
 	wallets *wallet.Service
+	srv     *Server
 	ts      *httptest.Server
 	key     string // admin API key
 }
@@ -94,13 +95,14 @@ func newWalletEnv(t *testing.T, db *store.DB) *walletEnv {
 		cancel()
 		wg.Wait()
 	})
-	e := &walletEnv{t: t, node: n, db: db, wallets: ws, ts: ts, key: key}
+	e := &walletEnv{t: t, node: n, db: db, wallets: ws, srv: srv, ts: ts, key: key}
 	e.waitTip()
 	return e
 }
 
-// do sends a request with the admin key (or with auth, when not empty:
-// "" for the admin key, "-" for none) and decodes a 2xx body into out.
+// call sends a request with the admin key (credential "", or "-" for none,
+// or the given bearer credential), checks the answer against the OpenAPI
+// document and decodes a 2xx body into out.
 func (e *walletEnv) call(method, path, credential string, body, out any) (int, []byte) {
 	e.t.Helper()
 	var rd io.Reader
@@ -122,6 +124,7 @@ func (e *walletEnv) call(method, path, credential string, body, out any) (int, [
 	default:
 		req.Header.Set("Authorization", "Bearer "+credential)
 	}
+	_, pattern := e.srv.mux.Handler(req)
 	resp, err := e.ts.Client().Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -130,6 +133,9 @@ func (e *walletEnv) call(method, path, credential string, body, out any) (int, [
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if _, path, ok := strings.Cut(pattern, " "); ok {
+		checkResponse(e.t, method, path, resp.StatusCode, b)
 	}
 	if out != nil && resp.StatusCode < 300 {
 		if err := json.Unmarshal(b, out); err != nil {
