@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/btcsuite/btcd/btcutil/psbt"
+	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 
 	"github.com/coffer/coffer/internal/chain"
@@ -22,7 +23,8 @@ type Input struct {
 	InternalKey   []byte // tr: the 32-byte x-only internal key
 	// PrevTx is the serialized transaction that created the output. It is
 	// required for legacy (pkh, sh(multi)) inputs and, when given, also
-	// added for segwit v0 inputs because hardware signers want it.
+	// added for segwit v0 inputs because hardware signers want it. It must
+	// hold the output with this Value and PkScript.
 	PrevTx        []byte
 	Derivations   []Derivation
 	Confirmations int64 // informational; selection does not use it
@@ -184,7 +186,6 @@ type plan struct {
 	presets  []int // indexes into coins
 
 	// Change costs, unused for send-all.
-	change       spend
 	changeOut    Output
 	changeFee    int64 // adding the change output now
 	costOfChange int64 // changeFee plus spending the change later
@@ -204,6 +205,9 @@ func newPlan(req *Request) (*plan, error) {
 	}
 	if req.SendAll && len(req.SendAllTo) == 0 {
 		return nil, errf(ErrNoOutputs, "send-all needs a destination script")
+	}
+	if len(req.SendAllTo) > txscript.MaxScriptSize {
+		return nil, errf(ErrInvalidRequest, "send-all script of %d bytes", len(req.SendAllTo))
 	}
 	for i, o := range req.Outputs {
 		if err := p.checkOutput(o); err != nil {
@@ -231,6 +235,9 @@ func newPlan(req *Request) (*plan, error) {
 	base := 4*(txFixedLen+varIntLen(int64(len(p.coins)))+varIntLen(int64(len(outs)))) + 2
 	for _, o := range outs {
 		base += 4 * outputLen(o.Script)
+	}
+	if base > MaxStandardWeight {
+		return nil, errf(ErrTxTooLarge, "the outputs alone weigh %d WU, over %d", base, MaxStandardWeight)
 	}
 	p.baseFee = feeFor(vsize(base), p.rate)
 	return p, nil
@@ -262,8 +269,8 @@ func (p *plan) setRates() error {
 
 func (p *plan) checkOutput(o Output) error {
 	switch {
-	case len(o.Script) == 0:
-		return errf(ErrInvalidRequest, "empty output script")
+	case len(o.Script) == 0 || len(o.Script) > txscript.MaxScriptSize:
+		return errf(ErrInvalidRequest, "output script of %d bytes", len(o.Script))
 	case o.Value <= 0:
 		return errf(ErrInvalidAmount, "amount %d is not positive", o.Value)
 	case o.Value > p.money:
@@ -330,7 +337,6 @@ func (p *plan) setChange() error {
 	if err != nil {
 		return fmt.Errorf("change: %w", err)
 	}
-	p.change = s
 	p.changeOut = Output{Script: c.Script}
 	// The change output may also grow the output count varint.
 	n := int64(len(p.req.Outputs))

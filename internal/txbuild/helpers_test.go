@@ -169,8 +169,8 @@ func (r keyring) add(owners ...*owner) keyring {
 }
 
 type signOpts struct {
-	maxSigs     int                 // per input; 0 means as many as the script needs (2 for multisig)
-	wrongAmount bool                // sign for a different amount, making the signature invalid
+	maxSigs     int                  // per input; 0 means as many as the script needs (2 for multisig)
+	wrongAmount bool                 // sign for a different amount, making the signature invalid
 	hashType    txscript.SigHashType // 0 means SIGHASH_ALL (SIGHASH_DEFAULT for taproot)
 }
 

@@ -3,6 +3,7 @@ package txbuild
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"slices"
 
 	"github.com/btcsuite/btcd/btcec/v2"
@@ -45,7 +46,9 @@ func newPacket(tx *wire.MsgTx, ins []Input, spends []spend, changeIndex int, cha
 		out.RedeemScript = nonEmpty(change.RedeemScript)
 		out.WitnessScript = nonEmpty(change.WitnessScript)
 		if len(change.InternalKey) > 0 {
-			out.TaprootInternalKey = slices.Clone(change.InternalKey)
+			if out.TaprootInternalKey, err = internalKey(change.InternalKey); err != nil {
+				return nil, err
+			}
 			out.TaprootBip32Derivation, err = tapDerivations(change.Derivations)
 		} else {
 			out.Bip32Derivation, err = derivations(change.Derivations)
@@ -63,10 +66,17 @@ func fillInput(pi *psbt.PInput, in *Input, k kind) error {
 	// transaction adds nothing there.
 	if len(in.PrevTx) > 0 && k != kindTR {
 		prev, err := prevTx(in)
-		if err != nil {
+		switch {
+		case err == errUnparsable && !legacy:
+			// Only a courtesy for segwit signers; a transaction btcd cannot
+			// parse (a Litecoin MWEB one) is left out rather than failing.
+		case err == errUnparsable:
+			return fmt.Errorf("input %v: %w", in.OutPoint, err)
+		case err != nil:
 			return err
+		default:
+			pi.NonWitnessUtxo = prev
 		}
-		pi.NonWitnessUtxo = prev
 	}
 	if !legacy {
 		pi.WitnessUtxo = wire.NewTxOut(in.Value, in.PkScript)
@@ -75,7 +85,9 @@ func fillInput(pi *psbt.PInput, in *Input, k kind) error {
 	pi.WitnessScript = nonEmpty(in.WitnessScript)
 	var err error
 	if k == kindTR {
-		pi.TaprootInternalKey = slices.Clone(in.InternalKey)
+		if pi.TaprootInternalKey, err = internalKey(in.InternalKey); err != nil {
+			return err
+		}
 		pi.TaprootBip32Derivation, err = tapDerivations(in.Derivations)
 	} else {
 		pi.Bip32Derivation, err = derivations(in.Derivations)
@@ -92,13 +104,15 @@ func nonEmpty(b []byte) []byte {
 	return slices.Clone(b)
 }
 
+var errUnparsable = errf(ErrInvalidRequest, "PrevTx is not a transaction")
+
 // prevTx parses in.PrevTx and checks that it holds the output being spent,
 // so a wrong previous transaction cannot mislead a signer about amounts.
 func prevTx(in *Input) (*wire.MsgTx, error) {
 	tx := wire.NewMsgTx(2)
 	r := bytes.NewReader(in.PrevTx)
 	if err := tx.Deserialize(r); err != nil || r.Len() != 0 {
-		return nil, errf(ErrInvalidRequest, "input %v: PrevTx is not a transaction", in.OutPoint)
+		return nil, errUnparsable
 	}
 	if tx.TxHash() != in.OutPoint.Hash {
 		return nil, errf(ErrInvalidRequest, "input %v: PrevTx has txid %v", in.OutPoint, tx.TxHash())
@@ -108,6 +122,13 @@ func prevTx(in *Input) (*wire.MsgTx, error) {
 		return nil, errf(ErrInvalidRequest, "input %v: PrevTx output does not match value and script", in.OutPoint)
 	}
 	return tx, nil
+}
+
+func internalKey(key []byte) ([]byte, error) {
+	if _, err := schnorr.ParsePubKey(key); err != nil {
+		return nil, errf(ErrInvalidRequest, "taproot internal key: %v", err)
+	}
+	return slices.Clone(key), nil
 }
 
 // fingerprint converts to the uint32 btcd's psbt package serializes in

@@ -1,6 +1,7 @@
 package txbuild_test
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"slices"
@@ -283,10 +284,20 @@ func TestRequestErrors(t *testing.T) {
 			in.Value = 100_001
 			r.Candidates = []txbuild.Input{in}
 		}, txbuild.ErrInvalidRequest},
+		{"legacy prev tx garbage", func(r *txbuild.Request) {
+			in := newOwner(t, "pkh", 56).fund(t, 100_000, 56)
+			in.PrevTx = []byte{1, 2, 3}
+			r.Candidates = []txbuild.Input{in}
+		}, txbuild.ErrInvalidRequest},
 		{"bad derivation key", func(r *txbuild.Request) { r.Candidates[0].Derivations[0].PubKey = []byte{2, 1} }, txbuild.ErrInvalidRequest},
 		{"taproot without internal key", func(r *txbuild.Request) {
 			in := newOwner(t, "tr", 55).fund(t, 100_000, 55)
 			in.InternalKey = nil
+			r.Candidates = []txbuild.Input{in}
+		}, txbuild.ErrInvalidRequest},
+		{"taproot internal key off the curve", func(r *txbuild.Request) {
+			in := newOwner(t, "tr", 57).fund(t, 100_000, 57)
+			in.InternalKey = bytes.Repeat([]byte{0xff}, 32)
 			r.Candidates = []txbuild.Input{in}
 		}, txbuild.ErrInvalidRequest},
 	}
@@ -436,5 +447,22 @@ func TestAntiFeeSnipingLockTime(t *testing.T) {
 	}
 	if lt := txbuild.AntiFeeSnipingLockTime(5, nil); lt > 5 {
 		t.Fatalf("locktime %d", lt)
+	}
+}
+
+// A segwit input's previous transaction is only a courtesy to signers: one
+// that cannot be parsed is left out, but one that contradicts the input is
+// an error.
+func TestSegwitPrevTx(t *testing.T) {
+	f := newFixture(t)
+	cands := f.coins(100_000)
+	cands[0].PrevTx = []byte("not a transaction")
+	r := f.build(f.request(50_000, cands))
+	if r.PSBT.Inputs[0].NonWitnessUtxo != nil || r.PSBT.Inputs[0].WitnessUtxo == nil {
+		t.Fatal("unparsable previous transaction should be left out")
+	}
+	cands[0].PrevTx = f.coins(100_000)[0].PrevTx
+	if _, err := txbuild.Build(f.request(50_000, cands)); !errors.Is(err, txbuild.ErrInvalidRequest) {
+		t.Fatalf("err %v", err)
 	}
 }

@@ -139,7 +139,7 @@ func TestPSBTFields(t *testing.T) {
 		include = append(include, in.OutPoint)
 	}
 	r, err := txbuild.Build(txbuild.Request{
-		Outputs: []txbuild.Output{{Script: owners["wpkh"].pkScript, Value: 10_000}},
+		Outputs:    []txbuild.Output{{Script: owners["wpkh"].pkScript, Value: 10_000}},
 		Candidates: cands, Include: include, FeeRate: 1,
 		Change: owners["wpkh"].change(), Params: btcRegtest(t),
 	})

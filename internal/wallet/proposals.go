@@ -326,6 +326,8 @@ func buildError(err error) error {
 		return errorf(ErrInvalidAmount, "%v", err)
 	case errors.Is(err, txbuild.ErrFeeRate), errors.Is(err, txbuild.ErrNoOutputs), errors.Is(err, txbuild.ErrUnknownInput):
 		return errorf(ErrInvalid, "%v", err)
+	case errors.Is(err, txbuild.ErrTxTooLarge):
+		return errorf(ErrInvalid, "%v; pay fewer outputs or consolidate inputs first", err)
 	}
 	return err
 }
