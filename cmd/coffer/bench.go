@@ -56,13 +56,15 @@ Flags of bench sync:
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, benchUsage)
-		return errors.New("bench: name a benchmark (sync)")
+		return errors.New("bench: name a benchmark (sync, wallet)")
 	}
 	switch args[0] {
 	case "sync":
 		return benchSync(ctx, args[1:], stdout, stderr)
+	case "wallet":
+		return benchWallet(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, benchUsage)
+		fmt.Fprint(stdout, benchUsage+"\n"+benchWalletUsage)
 		return nil
 	}
 	fmt.Fprint(stderr, benchUsage)
