@@ -165,15 +165,16 @@ func (f *Follower) connect(ctx context.Context, b fetchedBlock) error {
 		if conflicted, err = f.markConflicted(ctx, tx, conflicts, now); err != nil {
 			return err
 		}
-		if err := f.notify(ctx, tx, Change{Connected: b.height, Txids: append(txids(relevant), conflicted...)}); err != nil {
-			return err
-		}
 		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO chain_blocks (height, hash, prev_hash, time, tx_count, applied_at) VALUES ($1, $2, $3, $4, $5, $6)`,
 			b.height, b.hash, b.msg.Header.PrevBlock.String(), b.msg.Header.Timestamp.Unix(), len(b.msg.Transactions), now); err != nil {
 			return err
 		}
 		if err := setCursor(ctx, tx, b.height, b.hash, now); err != nil {
+			return err
+		}
+		// Watchers see the new tip (confirmations, maturity).
+		if err := f.notify(ctx, tx, Change{Connected: b.height, Txids: append(txids(relevant), conflicted...)}); err != nil {
 			return err
 		}
 		_, err = f.events.Append(ctx, tx, events.BlockConnected, "", map[string]any{
@@ -446,10 +447,10 @@ func (f *Follower) disconnect(ctx context.Context, reorgInfo map[string]any) err
 		if _, err := tx.ExecContext(ctx, `DELETE FROM chain_blocks WHERE height = $1`, c.height); err != nil {
 			return err
 		}
-		if err := f.notify(ctx, tx, Change{Disconnected: c.height, Txids: ids}); err != nil {
+		if err := setCursor(ctx, tx, c.height-1, parent, now); err != nil {
 			return err
 		}
-		if err := setCursor(ctx, tx, c.height-1, parent, now); err != nil {
+		if err := f.notify(ctx, tx, Change{Disconnected: c.height, Txids: ids}); err != nil {
 			return err
 		}
 		_, err = f.events.Append(ctx, tx, events.BlockDisconnected, "", map[string]any{"height": c.height, "hash": c.hash})
