@@ -36,6 +36,7 @@ import (
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
+	"github.com/coffer/coffer/internal/cfilter"
 	"github.com/coffer/coffer/internal/chain"
 	"github.com/coffer/coffer/internal/events"
 	"github.com/coffer/coffer/internal/follow"
@@ -56,7 +57,9 @@ Flags of bench wallet:
                0 skips the recovery benchmark)
   -txs N       wallet transactions among them, paying receive index 0, 1, …
                in order (default 1000)
-  -pad N       other transactions per block, 10 outputs each (default 2)
+  -group N     wallet payments per paying block (default 1: -txs blocks pay
+               the wallet, spread evenly)
+  -pad N       other transactions per block, 10 outputs each (default 5)
   -utxos N     unspent outputs of the synthetic UTXO wallet (default 200000;
                0 skips)
   -history N   transactions of the synthetic history wallet (default 100000;
@@ -73,9 +76,10 @@ const (
 	benchPadOutputs  = 10  // outputs of each padding transaction
 	benchWalletSeed  = "coffer bench wallet"
 	benchPayBase     = 10_000 // sat; wallet payment j is benchPayBase + 7*j
-	synthPerAddrsRcv = 2_400  // receive addresses the synthetic wallets spread over
-	synthPerAddrsChg = 600    // change addresses
+	synthRecvAddrs   = 2_400  // receive addresses the synthetic wallets spread over
+	synthChangeAddrs = 600    // change addresses
 	historyPageSize  = 50
+	benchGap         = 20 // the wallet service's default gap limit
 )
 
 func benchWallet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -84,7 +88,8 @@ func benchWallet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.Usage = func() { fmt.Fprint(stderr, benchWalletUsage) }
 	blocks := fs.Int("blocks", 2000, "blocks to build after the pre-mine (0 skips recovery)")
 	txs := fs.Int("txs", 1000, "wallet transactions in them")
-	pad := fs.Int("pad", 2, "other transactions per block")
+	group := fs.Int("group", 1, "wallet payments per paying block")
+	pad := fs.Int("pad", 5, "other transactions per block")
 	utxos := fs.Int("utxos", 200_000, "UTXOs of the synthetic UTXO wallet (0 skips)")
 	history := fs.Int("history", 100_000, "transactions of the synthetic history wallet (0 skips)")
 	pages := fs.Int("pages", 1000, "random deep history pages timed")
@@ -98,8 +103,8 @@ func benchWallet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("bench wallet: unexpected argument %q", fs.Arg(0))
 	case *blocks < 0 || *txs < 0 || *pad < 0 || *utxos < 0 || *history < 0:
 		return errors.New("bench wallet: -blocks, -txs, -pad, -utxos and -history must not be negative")
-	case *blocks > 0 && (*txs < 1 || *txs > 2**blocks):
-		return errors.New("bench wallet: -txs must be 1..2×blocks")
+	case *blocks > 0 && (*txs < 1 || *group < 1 || (*txs+*group-1) / *group > *blocks):
+		return errors.New("bench wallet: -txs and -group must be at least 1, and -txs/-group at most -blocks")
 	case *pages < 1 || *runs < 1:
 		return errors.New("bench wallet: -pages and -runs must be at least 1")
 	case *pg != "" && !strings.HasPrefix(*pg, "postgres://") && !strings.HasPrefix(*pg, "postgresql://"):
@@ -120,7 +125,7 @@ func benchWallet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 	var rec *recoveryReport
 	if *blocks > 0 {
-		if rec, err = benchRecoveryAll(ctx, engines, *pg, *blocks, *txs, *pad, logger, progress); err != nil {
+		if rec, err = benchRecoveryAll(ctx, engines, *pg, *blocks, *txs, *group, *pad, logger, progress); err != nil {
 			return err
 		}
 	}
@@ -154,6 +159,9 @@ func benchWallet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		say("")
 		say("Register + recover (birthday 0, follower already at the tip; until status ready):")
 		say("chain:    %s", rec.chain)
+		for _, s := range rec.scans {
+			say("scan only (node side, no database): %s", s)
+		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "engine\tmode\tblocks\twallet txs\tseconds\tblocks/s\tfollower to tip s\t")
 		for _, r := range rec.rows {
@@ -315,6 +323,7 @@ type recoveryRow struct {
 
 type recoveryReport struct {
 	chain string
+	scans []string // node-side scans
 	rows  []recoveryRow
 }
 
@@ -325,9 +334,11 @@ type recoveryChain struct {
 	tipHash string
 	txids   map[string]bool // the wallet's transactions
 	sum     int64           // paid to the wallet
+	paying  int             // blocks paying it
+	scripts [][]byte        // its gap window once recovered
 }
 
-func benchRecoveryAll(ctx context.Context, engines []string, pgDSN string, blocks, txs, pad int,
+func benchRecoveryAll(ctx context.Context, engines []string, pgDSN string, blocks, txs, group, pad int,
 	logger *slog.Logger, progress func(string, ...any)) (*recoveryReport, error) {
 	progress("bench: starting a regtest btcd…")
 	n, err := regtest.Start(ctx, regtest.Options{Kind: regtest.KindBtcd, PreMine: benchPreMine,
@@ -343,12 +354,23 @@ func benchRecoveryAll(ctx context.Context, engines []string, pgDSN string, block
 		return nil, err
 	}
 	built := time.Now()
-	rc, others, err := buildRecoveryChain(ctx, n, client, blocks, txs, pad, progress)
+	rc, others, err := buildRecoveryChain(ctx, n, client, blocks, txs, group, pad, progress)
 	if err != nil {
 		return nil, err
 	}
-	rep := &recoveryReport{chain: fmt.Sprintf("heights 0..%d (%d pre-mined, %d built); %d wallet txs, %d others with %d outputs each; built in %.1fs",
-		rc.tip, benchPreMine, blocks, len(rc.txids), others, benchPadOutputs, time.Since(built).Seconds())}
+	rep := &recoveryReport{chain: fmt.Sprintf("heights 0..%d (%d pre-mined, %d built); %d wallet txs in %d blocks, %d others with %d outputs each; built in %.1fs",
+		rc.tip, benchPreMine, blocks, len(rc.txids), rc.paying, others, benchPadOutputs, time.Since(built).Seconds())}
+
+	// The node side alone: the scan recovery does, with the wallet's final
+	// scripts and no database work.
+	progress("bench: scanning the chain without a database…")
+	for _, full := range []bool{false, true} {
+		line, err := nodeScan(ctx, client, n.Chain(), rc, full)
+		if err != nil {
+			return nil, err
+		}
+		rep.scans = append(rep.scans, line)
+	}
 	for _, engine := range engines {
 		for _, full := range []bool{false, true} {
 			mode := "filters"
@@ -369,9 +391,10 @@ func benchRecoveryAll(ctx context.Context, engines []string, pgDSN string, block
 }
 
 // buildRecoveryChain mines blocks on n, paying the wallet's receive indexes
-// 0..txs-1 in order, spread evenly over the blocks, and pad other
-// transactions to random keys per block.
-func buildRecoveryChain(ctx context.Context, n *regtest.Node, client *node.Client, blocks, txs, pad int,
+// 0..txs-1 in order, group of them in each paying block, the paying blocks
+// spread evenly over the chain, and pad other transactions to random keys in
+// every block.
+func buildRecoveryChain(ctx context.Context, n *regtest.Node, client *node.Client, blocks, txs, group, pad int,
 	progress func(string, ...any)) (*recoveryChain, int, error) {
 	acct, err := newBenchAccount(0)
 	if err != nil {
@@ -382,8 +405,12 @@ func buildRecoveryChain(ctx context.Context, n *regtest.Node, client *node.Clien
 	progress("bench: building %d blocks with %d wallet payments and %d other txs per block…", blocks, txs, pad)
 	start := time.Now()
 	paid, others := 0, 0
+	payingBlocks := (txs + group - 1) / group
 	for b := 0; b < blocks; b++ {
-		for ; paid < (b+1)*txs/blocks; paid++ {
+		if paid < min(txs, (b+1)*payingBlocks/blocks*group) {
+			rc.paying++
+		}
+		for ; paid < min(txs, (b+1)*payingBlocks/blocks*group); paid++ {
 			script, err := acct.script(0, uint32(paid))
 			if err != nil {
 				return nil, 0, err
@@ -416,6 +443,18 @@ func buildRecoveryChain(ctx context.Context, n *regtest.Node, client *node.Clien
 			progress("bench: built %d/%d blocks, %.1fs", b+1, blocks, time.Since(start).Seconds())
 		}
 	}
+	if paid != txs {
+		return nil, 0, fmt.Errorf("bench: paid the wallet %d times, not %d", paid, txs)
+	}
+	for branch, count := range []int{txs + benchGap, benchGap} {
+		for i := range count {
+			script, err := acct.script(branch, uint32(i))
+			if err != nil {
+				return nil, 0, err
+			}
+			rc.scripts = append(rc.scripts, script)
+		}
+	}
 	if rc.tip, err = client.GetBlockCount(ctx); err != nil {
 		return nil, 0, err
 	}
@@ -423,6 +462,31 @@ func buildRecoveryChain(ctx context.Context, n *regtest.Node, client *node.Clien
 		return nil, 0, err
 	}
 	return rc, others, nil
+}
+
+// nodeScan runs the scan recovery makes over the whole chain with the
+// wallet's final scripts, handing blocks to nothing.
+func nodeScan(ctx context.Context, client *node.Client, params *chain.Params, rc *recoveryChain, fullBlocks bool) (string, error) {
+	sc := &cfilter.Scanner{Client: client, Params: params}
+	mode := "full blocks"
+	if !fullBlocks {
+		sc.Filters, mode = cfilter.New(client), "filters"
+	}
+	start := time.Now()
+	st, err := sc.Scan(ctx, 0, rc.tip, func() [][]byte { return rc.scripts },
+		func(int64, string, *wire.MsgBlock) error { return nil }, nil)
+	if err != nil {
+		return "", fmt.Errorf("scanning with %s: %w", mode, err)
+	}
+	if !fullBlocks && !st.UsedFilters {
+		return "", errors.New("btcd serves no compact block filters")
+	}
+	if int(st.Matched) < rc.paying {
+		return "", fmt.Errorf("scanning with %s matched %d blocks; %d pay the wallet", mode, st.Matched, rc.paying)
+	}
+	d := time.Since(start)
+	return fmt.Sprintf("%-11s %d heights in %.2fs (%.0f/s), %d blocks downloaded, %d matched",
+		mode+":", st.Heights, d.Seconds(), float64(st.Heights)/d.Seconds(), st.Fetched, st.Matched), nil
 }
 
 // measureRecovery syncs a follower on a fresh database to the tip, then
@@ -546,12 +610,33 @@ func buildSynthWallet(ctx context.Context, db *store.DB, params *chain.Params, a
 	}
 	sw := &synthWallet{id: w.ID}
 
-	// Addresses: the wallet's own derivations, checked against ours below
-	// by the outputs the UTXO listing finds.
+	// Addresses: derived here, after checking that they are the ones the
+	// wallet derived itself on registering.
+	rows, err := db.QueryContext(ctx, `SELECT branch, idx, script FROM wallet_addresses WHERE wallet_id = $1`, w.ID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var branch int
+		var idx uint32
+		var got []byte
+		if err := rows.Scan(&branch, &idx, &got); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if want, err := acct.script(branch, idx); err != nil || !bytes.Equal(got, want) {
+			rows.Close()
+			return nil, fmt.Errorf("the wallet derived %x at %d/%d, hdkeychain %x (%v)", got, branch, idx, want, err)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
 	var scripts [][]byte
 	var addrRows, trackRows [][]any
 	now := time.Now().Unix()
-	for branch, count := range []int{synthPerAddrsRcv, synthPerAddrsChg} {
+	for branch, count := range []int{synthRecvAddrs, synthChangeAddrs} {
 		for i := range count {
 			script, err := acct.script(branch, uint32(i))
 			if err != nil {
@@ -584,16 +669,10 @@ func buildSynthWallet(ctx context.Context, db *store.DB, params *chain.Params, a
 	}
 
 	rng := mrand.New(mrand.NewPCG(benchSeed, uint64(wantUTXOs)<<32|uint64(wantTxs)))
-	var (
-		blockRows, txRows, outRows, spendRows, wtxRows [][]any
-		height                                         = int64(1)
-		inBlock, pos                                   int64
-		perBlock                                       = 1 + rng.Int64N(6)
-		head                                           struct {
-			hash   chainhash.Hash
-			amount int64
-		}
-	)
+	var blockRows, txRows, outRows, spendRows, wtxRows [][]any
+	height, inBlock, pos, perBlock := int64(1), int64(0), int64(0), 1+rng.Int64N(6)
+	var headHash chainhash.Hash // the output the next spend spends
+	var headAmount int64
 	blockHash := func(h int64) string {
 		return chainhash.DoubleHashH(binary.LittleEndian.AppendUint64([]byte("block"), uint64(h))).String()
 	}
@@ -633,7 +712,7 @@ func buildSynthWallet(ctx context.Context, db *store.DB, params *chain.Params, a
 		msg := wire.NewMsgTx(2)
 		var prev wire.OutPoint
 		if spend {
-			prev = wire.OutPoint{Hash: head.hash, Index: 0}
+			prev = wire.OutPoint{Hash: headHash, Index: 0}
 		} else {
 			for j := 0; j < len(prev.Hash); j += 8 {
 				binary.LittleEndian.PutUint64(prev.Hash[j:], rng.Uint64())
@@ -645,7 +724,7 @@ func buildSynthWallet(ctx context.Context, db *store.DB, params *chain.Params, a
 		amount := 10_000 + rng.Int64N(1_000_000)
 		var script []byte
 		if spend {
-			amount = head.amount
+			amount = headAmount
 			msg.AddTxOut(wire.NewTxOut(amount-1_000, randomP2WPKH(rng)))
 		} else {
 			script = scripts[rng.IntN(len(scripts))]
@@ -670,7 +749,7 @@ func buildSynthWallet(ctx context.Context, db *store.DB, params *chain.Params, a
 			sw.utxos++
 			sw.balance += amount
 			if i%10 == 0 {
-				head.hash, head.amount = hash, amount
+				headHash, headAmount = hash, amount
 			}
 		}
 		sw.txs++

@@ -236,7 +236,10 @@ func (s *Service) Transactions(ctx context.Context, walletID, cursor string, lim
 		if err != nil {
 			return nil, err
 		}
-		q += ` AND (w.sort_height < $2 OR (w.sort_height = $2 AND (w.sort_pos < $3 OR (w.sort_pos = $3 AND w.txid < $4))))`
+		// A row-value comparison, not the equivalent OR chain: PostgreSQL
+		// seeks wallet_txs_order to it, where the OR chain is only a filter
+		// over every newer row (deep pages then cost their depth).
+		q += ` AND (w.sort_height, w.sort_pos, w.txid) < ($2, $3, $4)`
 		args = append(args, h, p, id)
 	}
 	q += fmt.Sprintf(` ORDER BY w.sort_height DESC, w.sort_pos DESC, w.txid DESC LIMIT %d`, limit+1)
