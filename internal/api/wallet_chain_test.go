@@ -1,15 +1,11 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"sync"
 	"testing"
-
-	"github.com/btcsuite/btcd/txscript"
-	"github.com/btcsuite/btcd/wire"
 
 	"github.com/coffer/coffer/internal/regtest"
 	"github.com/coffer/coffer/internal/store"
@@ -158,33 +154,11 @@ func TestWalletReorgAndReplacement(t *testing.T) {
 // outputs) again, paying payTo with a higher fee.
 func doubleSpend(t *testing.T, n *regtest.Node, txid string, payTo []byte) []byte {
 	t.Helper()
-	orig := nodeTx(t, n, txid)
-	var total int64
-	for _, o := range orig.TxOut {
-		total += o.Value
-	}
-	tx := wire.NewMsgTx(2)
-	for _, in := range orig.TxIn {
-		tx.AddTxIn(&wire.TxIn{PreviousOutPoint: in.PreviousOutPoint, Sequence: in.Sequence})
-	}
-	tx.AddTxOut(wire.NewTxOut(total-20_000, payTo))
-	key := n.MinerKey()
-	for i, in := range tx.TxIn {
-		script := nodeTx(t, n, in.PreviousOutPoint.Hash.String()).TxOut[in.PreviousOutPoint.Index].PkScript
-		if !bytes.Equal(script, key.PkScript()) {
-			t.Fatalf("input %d is not the miner key's P2PKH output", i)
-		}
-		sig, err := txscript.SignatureScript(tx, i, script, txscript.SigHashAll, key.PrivKey, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tx.TxIn[i].SignatureScript = sig
-	}
-	var buf bytes.Buffer
-	if err := tx.Serialize(&buf); err != nil {
+	raw, err := n.DoubleSpend(context.Background(), txid, n.MinerKey(), payTo, 20_000)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return raw
 }
 
 // TestWalletConcurrentProposals: 20 concurrent proposals on a wallet with 20

@@ -12,7 +12,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -102,47 +101,29 @@ func newWalletEnv(t *testing.T, db *store.DB) *walletEnv {
 
 // call sends a request with the admin key (credential "", or "-" for none,
 // or the given bearer credential), checks the answer against the OpenAPI
-// document and decodes a 2xx body into out.
+// document (wiDo) and decodes a 2xx body into out.
 func (e *walletEnv) call(method, path, credential string, body, out any) (int, []byte) {
 	e.t.Helper()
-	var rd io.Reader
+	var raw []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
 			e.t.Fatal(err)
 		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, e.ts.URL+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
 	}
 	switch credential {
 	case "":
-		req.Header.Set("Authorization", "Bearer "+e.key)
+		credential = e.key
 	case "-":
-	default:
-		req.Header.Set("Authorization", "Bearer "+credential)
+		credential = ""
 	}
-	_, pattern := e.srv.mux.Handler(req)
-	resp, err := e.ts.Client().Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if _, path, ok := strings.Cut(pattern, " "); ok {
-		checkResponse(e.t, method, path, resp.StatusCode, b)
-	}
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(b, out); err != nil {
-			e.t.Fatalf("%s %s: decoding %s: %v", method, path, b, err)
+	r := wiDo(e, method, path, bearer(credential), raw)
+	if out != nil && r.status < 300 {
+		if err := json.Unmarshal(r.body, out); err != nil {
+			e.t.Fatalf("%s %s: decoding %s: %v", method, path, r.body, err)
 		}
 	}
-	return resp.StatusCode, b
+	return r.status, r.body
 }
 
 // must is call that fails the test unless the status is want.

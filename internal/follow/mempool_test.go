@@ -1,14 +1,11 @@
 package follow_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"testing"
 	"time"
 
-	"github.com/btcsuite/btcd/txscript"
-	"github.com/btcsuite/btcd/wire"
 	"github.com/coffer/coffer/internal/chain"
 	"github.com/coffer/coffer/internal/events"
 	"github.com/coffer/coffer/internal/regtest"
@@ -16,51 +13,15 @@ import (
 	"github.com/coffer/coffer/internal/store/storetest"
 )
 
-// doubleSpend builds a transaction spending exactly the inputs of txid (all
-// owned by key) that pays everything but a higher fee to payTo. The test
-// signs it itself, so it needs nothing from the harness wallet.
+// doubleSpend replaces txid's payment with one to payTo (see
+// regtest.Node.DoubleSpend).
 func doubleSpend(t *testing.T, n *regtest.Node, txid string, key *regtest.Key, payTo []byte) []byte {
 	t.Helper()
-	ctx := context.Background()
-	raw, err := n.Client().GetRawTransaction(ctx, txid)
+	raw, err := n.DoubleSpend(context.Background(), txid, key, payTo, 5_000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var orig wire.MsgTx
-	if err := orig.Deserialize(bytes.NewReader(raw)); err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	for _, o := range orig.TxOut {
-		total += o.Value
-	}
-	tx := wire.NewMsgTx(2)
-	for _, in := range orig.TxIn {
-		tx.AddTxIn(&wire.TxIn{PreviousOutPoint: in.PreviousOutPoint, Sequence: in.Sequence})
-	}
-	tx.AddTxOut(wire.NewTxOut(total-5_000, payTo))
-	for i, in := range tx.TxIn {
-		prevRaw, err := n.Client().GetRawTransaction(ctx, in.PreviousOutPoint.Hash.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		var prev wire.MsgTx
-		if err := prev.Deserialize(bytes.NewReader(prevRaw)); err != nil {
-			t.Fatal(err)
-		}
-		script := prev.TxOut[in.PreviousOutPoint.Index].PkScript
-		if !bytes.Equal(script, key.PkScript()) {
-			t.Fatalf("input %d is not the key's P2PKH output", i)
-		}
-		sig, err := txscript.SignatureScript(tx, i, script, txscript.SigHashAll, key.PrivKey, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tx.TxIn[i].SignatureScript = sig
-	}
-	var buf bytes.Buffer
-	tx.Serialize(&buf)
-	return buf.Bytes()
+	return raw
 }
 
 // TestMempoolReplacedAndConflicted: a tracked mempool payment replaced by

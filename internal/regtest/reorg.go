@@ -1,10 +1,14 @@
 package regtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/btcsuite/btcd/txscript"
+	"github.com/btcsuite/btcd/wire"
 )
 
 // InvalidateBlock marks a block and its descendants invalid; the node falls
@@ -158,4 +162,48 @@ func (n *Node) WaitSynced(ctx context.Context, others ...*Node) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// DoubleSpend builds (but does not send) a transaction spending exactly the
+// inputs of txid, which must all be key's P2PKH outputs, paying everything
+// but fee to payTo: an RBF replacement while txid is in the mempool, a
+// conflict once it is mined elsewhere.
+func (n *Node) DoubleSpend(ctx context.Context, txid string, key *Key, payTo []byte, fee int64) ([]byte, error) {
+	orig, err := n.rawTx(ctx, txid)
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, o := range orig.TxOut {
+		total += o.Value
+	}
+	tx := wire.NewMsgTx(2)
+	for _, in := range orig.TxIn {
+		tx.AddTxIn(&wire.TxIn{PreviousOutPoint: in.PreviousOutPoint, Sequence: in.Sequence})
+	}
+	tx.AddTxOut(wire.NewTxOut(total-fee, payTo))
+	for i, in := range tx.TxIn {
+		prev, err := n.rawTx(ctx, in.PreviousOutPoint.Hash.String())
+		if err != nil {
+			return nil, err
+		}
+		script := prev.TxOut[in.PreviousOutPoint.Index].PkScript
+		if !bytes.Equal(script, key.PkScript()) {
+			return nil, fmt.Errorf("regtest: input %d of %s is not the key's P2PKH output", i, txid)
+		}
+		if tx.TxIn[i].SignatureScript, err = txscript.SignatureScript(tx, i, script, txscript.SigHashAll, key.PrivKey, true); err != nil {
+			return nil, err
+		}
+	}
+	var buf bytes.Buffer
+	err = tx.Serialize(&buf)
+	return buf.Bytes(), err
+}
+
+func (n *Node) rawTx(ctx context.Context, txid string) (*wire.MsgTx, error) {
+	raw, err := n.client.GetRawTransaction(ctx, txid)
+	if err != nil {
+		return nil, err
+	}
+	return n.chain.ParseTx(raw)
 }

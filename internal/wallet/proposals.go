@@ -257,7 +257,7 @@ func (s *Service) proposeOnce(ctx context.Context, walletID string, d *walletDes
 	p := &Proposal{
 		ID: newID("prop_"), WalletID: walletID, Status: ProposalOpen, PSBT: encoded,
 		Txid: res.PSBT.UnsignedTx.TxHash().String(), Fee: amount.Amount(res.Fee), FeeRate: breq.FeeRate,
-		VSize: res.VSize, Algorithm: res.Algorithm, CreatedAt: now.UTC().Truncate(time.Second),
+		CreatedAt: now.UTC().Truncate(time.Second),
 		ExpiresAt: now.Add(s.cfg.ProposalTTL).UTC().Truncate(time.Second),
 	}
 	err = s.db.InTx(ctx, func(tx *store.Tx) error {
@@ -293,26 +293,13 @@ func (s *Service) proposeOnce(ctx context.Context, walletID string, d *walletDes
 	if err != nil {
 		return nil, err
 	}
-	s.describe(p, res, change)
-	return p, nil
-}
-
-// describe fills in the proposal's inputs and outputs from the build.
-func (s *Service) describe(p *Proposal, res *txbuild.Result, change *changeAddr) {
-	for _, in := range res.Inputs {
-		addr, _ := s.params.ScriptAddress(in.PkScript)
-		p.Inputs = append(p.Inputs, ProposalInput{Txid: in.OutPoint.Hash.String(), Vout: in.OutPoint.Index,
-			Amount: amount.Amount(in.Value), Address: addr})
+	// Described the same way as a proposal read back later.
+	got, err := s.GetProposal(ctx, walletID, p.ID)
+	if err != nil {
+		return nil, err
 	}
-	for i, o := range res.Outputs {
-		addr, _ := s.params.ScriptAddress(o.Script)
-		po := ProposalOutput{Address: addr, Amount: amount.Amount(o.Value)}
-		if i == res.ChangeIndex {
-			idx := change.index
-			po.Change, po.Index = true, &idx
-		}
-		p.Outputs = append(p.Outputs, po)
-	}
+	got.VSize, got.Algorithm = res.VSize, res.Algorithm
+	return got, nil
 }
 
 // buildError maps the builder's errors to API errors.
@@ -519,9 +506,7 @@ func (s *Service) Send(ctx context.Context, walletID, id string, signed []byte) 
 	switch {
 	case errors.Is(err, txbuild.ErrNotSigned):
 		return nil, errorf(ErrNotSigned, "%v", err)
-	case errors.Is(err, txbuild.ErrMismatch), errors.Is(err, txbuild.ErrBadPSBT):
-		return nil, errorf(ErrMismatch, "%v", err)
-	case err != nil:
+	case err != nil: // mismatch, bad signature, not a PSBT or transaction
 		return nil, errorf(ErrMismatch, "%v", err)
 	}
 	raw, err := serialize(final)
