@@ -140,6 +140,9 @@ func (s *Service) txChanged(ctx context.Context, tx *store.Tx, txid string, tip,
 	if len(effects) == 0 {
 		return nil
 	}
+	if err := refreshUTXOs(ctx, tx, txid); err != nil {
+		return err
+	}
 	fee, err := s.knownFee(ctx, tx, raw)
 	if err != nil {
 		return err
@@ -186,6 +189,37 @@ func (s *Service) txChanged(ctx context.Context, tx *store.Tx, txid string, tip,
 			data["block_height"] = height.Int64
 		}
 		if _, err := s.events.Append(ctx, tx, txEventType(isNew, prev, status), id, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// liveUnspent is true for an output o of a live transaction t that no live
+// transaction spends.
+const liveUnspent = `t.status IN ('mempool', 'confirmed') AND NOT EXISTS (
+		SELECT 1 FROM tx_spends s JOIN txs st ON st.txid = s.txid
+		WHERE s.prev_txid = o.txid AND s.prev_vout = o.vout AND st.status IN ('mempool', 'confirmed'))`
+
+// refreshUTXOs brings wallet_utxos in step for the outputs txid creates and
+// the outputs it spends, whatever its new status: each is deleted and put
+// back when it is still a live unspent output of some wallet.
+func refreshUTXOs(ctx context.Context, tx *store.Tx, txid string) error {
+	for _, q := range []string{
+		`DELETE FROM wallet_utxos WHERE txid = $1`,
+		`DELETE FROM wallet_utxos WHERE EXISTS (SELECT 1 FROM tx_spends sp
+			WHERE sp.txid = $1 AND sp.prev_txid = wallet_utxos.txid AND sp.prev_vout = wallet_utxos.vout)`,
+		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, height, coinbase)
+			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, t.block_height, t.coinbase
+			FROM tx_outputs o JOIN wallet_addresses a ON a.script = o.script JOIN txs t ON t.txid = o.txid
+			WHERE o.txid = $1 AND ` + liveUnspent,
+		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, height, coinbase)
+			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, t.block_height, t.coinbase
+			FROM tx_spends sp JOIN tx_outputs o ON o.txid = sp.prev_txid AND o.vout = sp.prev_vout
+			JOIN wallet_addresses a ON a.script = o.script JOIN txs t ON t.txid = o.txid
+			WHERE sp.txid = $1 AND ` + liveUnspent,
+	} {
+		if _, err := tx.ExecContext(ctx, q, txid); err != nil {
 			return err
 		}
 	}

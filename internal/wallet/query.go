@@ -48,21 +48,13 @@ type UTXO struct {
 	ProposalID    string        `json:"proposal_id,omitempty"`
 }
 
-// utxoQuery selects a wallet's unspent outputs: outputs of live (mempool or
-// confirmed) transactions paying its scripts that no live transaction spends.
-const utxoQuery = `SELECT o.txid, o.vout, o.amount, a.address, a.branch, a.idx, t.status, t.block_height, t.coinbase,
-		r.proposal_id
-	FROM wallet_addresses a
-	JOIN tx_outputs o ON o.script = a.script
-	JOIN txs t ON t.txid = o.txid AND t.status IN ('mempool', 'confirmed')
-	LEFT JOIN wallet_reservations r ON r.txid = o.txid AND r.vout = o.vout
-	WHERE a.wallet_id = $1 AND NOT EXISTS (
-		SELECT 1 FROM tx_spends s JOIN txs st ON st.txid = s.txid
-		WHERE s.prev_txid = o.txid AND s.prev_vout = o.vout AND st.status IN ('mempool', 'confirmed'))`
-
-// utxos returns every unspent output of the wallet.
+// utxos returns every unspent output of the wallet, ordered by outpoint.
 func (s *Service) utxos(ctx context.Context, q querier, walletID string, tip int64) ([]UTXO, error) {
-	rows, err := q.QueryContext(ctx, utxoQuery+` ORDER BY o.txid, o.vout`, walletID)
+	rows, err := q.QueryContext(ctx, `SELECT u.txid, u.vout, u.amount, a.address, u.branch, u.idx, u.height, u.coinbase, r.proposal_id
+		FROM wallet_utxos u
+		JOIN wallet_addresses a ON a.wallet_id = u.wallet_id AND a.branch = u.branch AND a.idx = u.idx
+		LEFT JOIN wallet_reservations r ON r.txid = u.txid AND r.vout = u.vout
+		WHERE u.wallet_id = $1 ORDER BY u.txid, u.vout`, walletID)
 	if err != nil {
 		return nil, err
 	}
@@ -70,15 +62,14 @@ func (s *Service) utxos(ctx context.Context, q querier, walletID string, tip int
 	out := []UTXO{}
 	for rows.Next() {
 		var u UTXO
-		var status string
 		var height sql.NullInt64
 		var branch int
 		var proposal sql.NullString
-		if err := rows.Scan(&u.Txid, &u.Vout, &u.Amount, &u.Address, &branch, &u.Index, &status, &height, &u.Coinbase, &proposal); err != nil {
+		if err := rows.Scan(&u.Txid, &u.Vout, &u.Amount, &u.Address, &branch, &u.Index, &height, &u.Coinbase, &proposal); err != nil {
 			return nil, err
 		}
 		u.Branch = branchNames[branch]
-		if status == "confirmed" {
+		if height.Valid {
 			h := height.Int64
 			u.Height = &h
 			u.Confirmations = tip - h + 1
@@ -90,38 +81,33 @@ func (s *Service) utxos(ctx context.Context, q querier, walletID string, tip int
 	return out, rows.Err()
 }
 
-// balance sums the wallet's unspent outputs.
+// balance sums the wallet's unspent outputs in the database, so even a wallet
+// with a very large UTXO set costs one aggregate read.
 func (s *Service) balance(ctx context.Context, q querier, walletID string) (Balance, error) {
 	tip, err := tipHeight(ctx, q)
 	if err != nil {
 		return Balance{}, err
 	}
-	us, err := s.utxos(ctx, q, walletID, tip)
+	// Coinbase outputs at or above this height are immature.
+	immatureFrom := tip - int64(s.params.CoinbaseMaturity) + 2
+	var unconfirmed, immature, reserved, spendable sql.NullInt64
+	err = q.QueryRowContext(ctx, `SELECT
+			SUM(CASE WHEN u.height IS NULL THEN u.amount END),
+			SUM(CASE WHEN u.height IS NOT NULL AND u.coinbase AND u.height >= $2 THEN u.amount END),
+			SUM(CASE WHEN u.height IS NOT NULL AND NOT (u.coinbase AND u.height >= $2) AND r.txid IS NOT NULL THEN u.amount END),
+			SUM(CASE WHEN u.height IS NOT NULL AND NOT (u.coinbase AND u.height >= $2) AND r.txid IS NULL THEN u.amount END)
+		FROM wallet_utxos u LEFT JOIN wallet_reservations r ON r.txid = u.txid AND r.vout = u.vout
+		WHERE u.wallet_id = $1`, walletID, immatureFrom).Scan(&unconfirmed, &immature, &reserved, &spendable)
 	if err != nil {
 		return Balance{}, err
 	}
-	b := Balance{Height: tip}
-	for _, u := range us {
-		var bucket *amount.Amount
-		switch {
-		case u.Height == nil:
-			bucket = &b.Unconfirmed
-		case u.Immature:
-			bucket = &b.Immature
-		default:
-			bucket = &b.Confirmed
-			if u.Reserved {
-				if b.Reserved, err = amount.Add(b.Reserved, u.Amount); err != nil {
-					return Balance{}, err
-				}
-			} else if b.Spendable, err = amount.Add(b.Spendable, u.Amount); err != nil {
-				return Balance{}, err
-			}
-		}
-		if *bucket, err = amount.Add(*bucket, u.Amount); err != nil {
-			return Balance{}, err
-		}
-		if b.Total, err = amount.Add(b.Total, u.Amount); err != nil {
+	b := Balance{Height: tip, Unconfirmed: amount.Amount(unconfirmed.Int64), Immature: amount.Amount(immature.Int64),
+		Reserved: amount.Amount(reserved.Int64), Spendable: amount.Amount(spendable.Int64)}
+	if b.Confirmed, err = amount.Add(b.Reserved, b.Spendable); err != nil {
+		return Balance{}, err
+	}
+	for _, part := range []amount.Amount{b.Confirmed, b.Unconfirmed, b.Immature} {
+		if b.Total, err = amount.Add(b.Total, part); err != nil {
 			return Balance{}, err
 		}
 	}
