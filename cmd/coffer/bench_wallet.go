@@ -775,9 +775,11 @@ func buildSynthWallet(ctx context.Context, db *store.DB, params *chain.Params, a
 			sw.tip, blockHash(sw.tip), now); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE wallets SET status = $2, scan_height = $3, scan_target = $3 WHERE id = $1`,
-			w.ID, wallet.StatusReady, sw.tip)
-		return err
+		if _, err := tx.ExecContext(ctx, `UPDATE wallets SET status = $2, scan_height = $3, scan_target = $3 WHERE id = $1`,
+			w.ID, wallet.StatusReady, sw.tip); err != nil {
+			return err
+		}
+		return wallet.RebuildUTXOs(ctx, tx, w.ID)
 	})
 	if err != nil {
 		return nil, err

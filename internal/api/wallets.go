@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coffer/coffer/internal/amount"
+	"github.com/coffer/coffer/internal/fault"
 	"github.com/coffer/coffer/internal/wallet"
 )
 
@@ -45,7 +46,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 // writeServiceError answers with a service error's code and status, or 500
 // for anything unexpected (logged with the request id).
 func (s *Server) writeServiceError(w http.ResponseWriter, r *http.Request, err error) {
-	if e, ok := wallet.AsError(err); ok {
+	if e, ok := fault.As(err); ok {
 		writeError(w, e.Status, e.Code, e.Msg)
 		return
 	}

@@ -35,6 +35,33 @@ type Change struct {
 	Txids    []string
 }
 
+// Watchers runs several watchers in order: Extend asks each, Changed tells
+// each in turn within the same transaction.
+type Watchers []Watcher
+
+// Extend implements Watcher.
+func (ws Watchers) Extend(ctx context.Context, paid [][]byte) (bool, error) {
+	grew := false
+	for _, w := range ws {
+		g, err := w.Extend(ctx, paid)
+		if err != nil {
+			return grew, err
+		}
+		grew = grew || g
+	}
+	return grew, nil
+}
+
+// Changed implements Watcher.
+func (ws Watchers) Changed(ctx context.Context, tx *store.Tx, c Change) error {
+	for _, w := range ws {
+		if err := w.Changed(ctx, tx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SetWatcher installs w. Call it before Run.
 func (f *Follower) SetWatcher(w Watcher) { f.watcher = w }
 

@@ -201,6 +201,20 @@ const liveUnspent = `t.status IN ('mempool', 'confirmed') AND NOT EXISTS (
 		SELECT 1 FROM tx_spends s JOIN txs st ON st.txid = s.txid
 		WHERE s.prev_txid = o.txid AND s.prev_vout = o.vout AND st.status IN ('mempool', 'confirmed'))`
 
+// RebuildUTXOs recomputes a wallet's wallet_utxos rows from the output
+// history: for tools that write chain data in bulk rather than through the
+// follower.
+func RebuildUTXOs(ctx context.Context, tx *store.Tx, walletID string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM wallet_utxos WHERE wallet_id = $1`, walletID); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
+		SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase
+		FROM wallet_addresses a JOIN tx_outputs o ON o.script = a.script JOIN txs t ON t.txid = o.txid
+		WHERE a.wallet_id = $1 AND `+liveUnspent, walletID)
+	return err
+}
+
 // refreshUTXOs brings wallet_utxos in step for the outputs txid creates and
 // the outputs it spends, whatever its new status: each is deleted and put
 // back when it is still a live unspent output of some wallet.
@@ -209,12 +223,12 @@ func refreshUTXOs(ctx context.Context, tx *store.Tx, txid string) error {
 		`DELETE FROM wallet_utxos WHERE txid = $1`,
 		`DELETE FROM wallet_utxos WHERE EXISTS (SELECT 1 FROM tx_spends sp
 			WHERE sp.txid = $1 AND sp.prev_txid = wallet_utxos.txid AND sp.prev_vout = wallet_utxos.vout)`,
-		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, height, coinbase)
-			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, t.block_height, t.coinbase
+		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
+			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase
 			FROM tx_outputs o JOIN wallet_addresses a ON a.script = o.script JOIN txs t ON t.txid = o.txid
 			WHERE o.txid = $1 AND ` + liveUnspent,
-		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, height, coinbase)
-			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, t.block_height, t.coinbase
+		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
+			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase
 			FROM tx_spends sp JOIN tx_outputs o ON o.txid = sp.prev_txid AND o.vout = sp.prev_vout
 			JOIN wallet_addresses a ON a.script = o.script JOIN txs t ON t.txid = o.txid
 			WHERE sp.txid = $1 AND ` + liveUnspent,

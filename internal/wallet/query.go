@@ -50,11 +50,12 @@ type UTXO struct {
 
 // utxos returns every unspent output of the wallet, ordered by outpoint.
 func (s *Service) utxos(ctx context.Context, q querier, walletID string, tip int64) ([]UTXO, error) {
-	rows, err := q.QueryContext(ctx, `SELECT u.txid, u.vout, u.amount, a.address, u.branch, u.idx, u.height, u.coinbase, r.proposal_id
-		FROM wallet_utxos u
-		JOIN wallet_addresses a ON a.wallet_id = u.wallet_id AND a.branch = u.branch AND a.idx = u.idx
-		LEFT JOIN wallet_reservations r ON r.txid = u.txid AND r.vout = u.vout
-		WHERE u.wallet_id = $1 ORDER BY u.txid, u.vout`, walletID)
+	reserved, err := reservations(ctx, q, walletID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(ctx, `SELECT txid, vout, amount, address, branch, idx, height, coinbase
+		FROM wallet_utxos WHERE wallet_id = $1 ORDER BY txid, vout`, walletID)
 	if err != nil {
 		return nil, err
 	}
@@ -64,8 +65,7 @@ func (s *Service) utxos(ctx context.Context, q querier, walletID string, tip int
 		var u UTXO
 		var height sql.NullInt64
 		var branch int
-		var proposal sql.NullString
-		if err := rows.Scan(&u.Txid, &u.Vout, &u.Amount, &u.Address, &branch, &u.Index, &height, &u.Coinbase, &proposal); err != nil {
+		if err := rows.Scan(&u.Txid, &u.Vout, &u.Amount, &u.Address, &branch, &u.Index, &height, &u.Coinbase); err != nil {
 			return nil, err
 		}
 		u.Branch = branchNames[branch]
@@ -75,8 +75,34 @@ func (s *Service) utxos(ctx context.Context, q querier, walletID string, tip int
 			u.Confirmations = tip - h + 1
 		}
 		u.Immature = u.Coinbase && u.Confirmations < int64(s.params.CoinbaseMaturity)
-		u.Reserved, u.ProposalID = proposal.Valid, proposal.String
+		u.ProposalID, u.Reserved = reserved[outpointKey{u.Txid, u.Vout}]
 		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+type outpointKey struct {
+	txid string
+	vout uint32
+}
+
+// reservations maps the wallet's outputs held by open proposals to the
+// proposal holding each.
+func reservations(ctx context.Context, q querier, walletID string) (map[outpointKey]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT r.txid, r.vout, r.proposal_id FROM wallet_reservations r
+		JOIN wallet_proposals p ON p.id = r.proposal_id WHERE p.wallet_id = $1`, walletID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[outpointKey]string{}
+	for rows.Next() {
+		var k outpointKey
+		var id string
+		if err := rows.Scan(&k.txid, &k.vout, &id); err != nil {
+			return nil, err
+		}
+		out[k] = id
 	}
 	return out, rows.Err()
 }
@@ -90,20 +116,26 @@ func (s *Service) balance(ctx context.Context, q querier, walletID string) (Bala
 	}
 	// Coinbase outputs at or above this height are immature.
 	immatureFrom := tip - int64(s.params.CoinbaseMaturity) + 2
-	var unconfirmed, immature, reserved, spendable sql.NullInt64
+	const mature = `u.height IS NOT NULL AND NOT (u.coinbase AND u.height >= $2)`
+	var unconfirmed, immature, confirmed, reserved sql.NullInt64
 	err = q.QueryRowContext(ctx, `SELECT
 			SUM(CASE WHEN u.height IS NULL THEN u.amount END),
 			SUM(CASE WHEN u.height IS NOT NULL AND u.coinbase AND u.height >= $2 THEN u.amount END),
-			SUM(CASE WHEN u.height IS NOT NULL AND NOT (u.coinbase AND u.height >= $2) AND r.txid IS NOT NULL THEN u.amount END),
-			SUM(CASE WHEN u.height IS NOT NULL AND NOT (u.coinbase AND u.height >= $2) AND r.txid IS NULL THEN u.amount END)
-		FROM wallet_utxos u LEFT JOIN wallet_reservations r ON r.txid = u.txid AND r.vout = u.vout
-		WHERE u.wallet_id = $1`, walletID, immatureFrom).Scan(&unconfirmed, &immature, &reserved, &spendable)
+			SUM(CASE WHEN `+mature+` THEN u.amount END)
+		FROM wallet_utxos u WHERE u.wallet_id = $1`, walletID, immatureFrom).Scan(&unconfirmed, &immature, &confirmed)
+	if err != nil {
+		return Balance{}, err
+	}
+	err = q.QueryRowContext(ctx, `SELECT SUM(u.amount) FROM wallet_reservations r
+		JOIN wallet_proposals p ON p.id = r.proposal_id
+		JOIN wallet_utxos u ON u.wallet_id = p.wallet_id AND u.txid = r.txid AND u.vout = r.vout
+		WHERE p.wallet_id = $1 AND `+mature, walletID, immatureFrom).Scan(&reserved)
 	if err != nil {
 		return Balance{}, err
 	}
 	b := Balance{Height: tip, Unconfirmed: amount.Amount(unconfirmed.Int64), Immature: amount.Amount(immature.Int64),
-		Reserved: amount.Amount(reserved.Int64), Spendable: amount.Amount(spendable.Int64)}
-	if b.Confirmed, err = amount.Add(b.Reserved, b.Spendable); err != nil {
+		Confirmed: amount.Amount(confirmed.Int64), Reserved: amount.Amount(reserved.Int64)}
+	if b.Spendable, err = amount.Sub(b.Confirmed, b.Reserved); err != nil {
 		return Balance{}, err
 	}
 	for _, part := range []amount.Amount{b.Confirmed, b.Unconfirmed, b.Immature} {

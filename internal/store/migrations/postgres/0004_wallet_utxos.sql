@@ -10,6 +10,7 @@ CREATE TABLE wallet_utxos (
     amount    BIGINT  NOT NULL CHECK (amount >= 0),
     branch    INTEGER NOT NULL,          -- of the paid address (0 receive, 1 change)
     idx       BIGINT  NOT NULL,          -- of the paid address
+    address   TEXT    NOT NULL,          -- the paid address
     height    BIGINT,                    -- block height; NULL in the mempool
     coinbase  BOOLEAN NOT NULL,
     PRIMARY KEY (wallet_id, txid, vout),
@@ -18,8 +19,8 @@ CREATE TABLE wallet_utxos (
 CREATE INDEX wallet_utxos_outpoint ON wallet_utxos (txid, vout);
 
 -- Existing wallets: fill in what the output history implies.
-INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, height, coinbase)
-SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, t.block_height, t.coinbase
+INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
+SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase
 FROM wallet_addresses a
 JOIN tx_outputs o ON o.script = a.script
 JOIN txs t ON t.txid = o.txid AND t.status IN ('mempool', 'confirmed')
