@@ -345,20 +345,23 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 				t.Errorf("%s: handler can answer %d, which openapi.json does not document", rt.pattern(), code)
 			}
 		}
-		docParams := map[string]map[string]bool{"query": {}, "path": {}}
+		docParams := map[string]map[string]bool{"query": {}, "path": {}, "header": {}}
 		params, _ := op["parameters"].([]any)
 		for _, p := range params {
 			p := deref(p)
 			in, _ := p["in"].(string)
 			name, _ := p["name"].(string)
 			if docParams[in] == nil {
-				t.Errorf("%s: parameter %q is in %q; only query and path are used", rt.pattern(), name, in)
+				t.Errorf("%s: parameter %q is in %q; only query, path and header are used", rt.pattern(), name, in)
 				continue
 			}
 			docParams[in][name] = true
 			if in == "path" && p["required"] != true {
 				t.Errorf("%s: path parameter %q must be required", rt.pattern(), name)
 			}
+		}
+		if got, want := docParams["header"][IdempotencyKeyHeader], rt.usesIdempotency(); got != want || len(docParams["header"]) > 1 {
+			t.Errorf("%s: documented header parameters %v; the route honours Idempotency-Key: %v", rt.pattern(), slices.Sorted(maps.Keys(docParams["header"])), want)
 		}
 		wildcards := map[string]bool{}
 		for _, m := range wildcard.FindAllStringSubmatch(rt.path, -1) {

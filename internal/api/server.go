@@ -70,6 +70,7 @@ type Server struct {
 	mux     *http.ServeMux
 	byPat   map[string]route // ServeMux pattern → route, for logging and labels
 	metrics *metrics
+	idem    idempotencyConfig
 }
 
 // route is one entry of the route table. The table is the single source for
@@ -85,6 +86,11 @@ type route struct {
 	access access
 	wallet bool
 	handle func(s *Server, w http.ResponseWriter, r *http.Request)
+
+	// idempotency is how the route treats the Idempotency-Key header (see
+	// idempotency.go); the zero value honours a key on mutating routes that
+	// need a credential.
+	idempotency idempotencyMode
 }
 
 // access levels of routes.
@@ -149,7 +155,7 @@ func NewServer(d Deps) *Server {
 		s.byPat[rt.pattern()] = rt
 		s.mux.HandleFunc(rt.pattern(), func(w http.ResponseWriter, r *http.Request) {
 			if s.authorize(w, r, rt) {
-				rt.handle(s, w, r)
+				s.idempotent(rt, w, r)
 			}
 		})
 	}
