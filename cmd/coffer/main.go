@@ -26,6 +26,7 @@ Usage:
   coffer serve   [-config FILE]   run the API server and chain follower
   coffer migrate [-config FILE]   apply database migrations and exit
   coffer apikey CMD [flags]       create, list or revoke operator API keys
+  coffer keys CMD [flags]         generate-master, rotate-master: the custody master key
   coffer demo    [-dir DIR]       run a local regtest node and Coffer on it
   coffer bench sync [flags]       time the chain follower on a built regtest chain
   coffer version                  print the version
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "apikey":
 		return cmdAPIKey(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return runKeys(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "bench":
