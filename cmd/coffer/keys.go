@@ -126,9 +126,9 @@ func masterKeyFlags(fs *flag.FlagSet) (file, env *string) {
 	return file, env
 }
 
-// masterKeyProvider builds the provider the flags name, requiring exactly
-// one of them.
-func masterKeyProvider(file, env string) (keys.Provider, error) {
+// masterKeyProvider builds the provider the flags name, or else the one
+// the configuration names (custody.master_key_file or master_key_env).
+func masterKeyProvider(file, env string, c config.Custody) (keys.Provider, error) {
 	switch {
 	case file != "" && env != "":
 		return nil, &keysUsageError{"give -master-key-file or -master-key-env, not both"}
@@ -137,7 +137,10 @@ func masterKeyProvider(file, env string) (keys.Provider, error) {
 	case env != "":
 		return keys.EnvProvider(env), nil
 	}
-	return nil, &keysUsageError{"-master-key-file or -master-key-env is required"}
+	if p := configuredKeys(c); p != nil {
+		return p, nil
+	}
+	return nil, &keysUsageError{"-master-key-file or -master-key-env is required (or custody.master_key_file in the configuration)"}
 }
 
 func keysRotateMaster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -147,7 +150,11 @@ func keysRotateMaster(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := parseKeysFlags(fs, args); err != nil {
 		return err
 	}
-	provider, err := masterKeyProvider(*file, *env)
+	cfg, err := config.Load(*configPath, os.Environ())
+	if err != nil {
+		return err
+	}
+	provider, err := masterKeyProvider(*file, *env, cfg.Custody)
 	if err != nil {
 		return err
 	}
@@ -157,7 +164,7 @@ func keysRotateMaster(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	db, err := openKeysDB(ctx, *configPath)
+	db, err := openKeysDB(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -211,11 +218,7 @@ func keysRotateMaster(ctx context.Context, args []string, stdout, stderr io.Writ
 
 // openKeysDB loads the configuration, opens the database and applies any
 // pending migrations, as `coffer migrate` does.
-func openKeysDB(ctx context.Context, configPath string) (*store.DB, error) {
-	cfg, err := config.Load(configPath, os.Environ())
-	if err != nil {
-		return nil, err
-	}
+func openKeysDB(ctx context.Context, cfg config.Config) (*store.DB, error) {
 	db, err := store.Open(ctx, cfg.Database.DSN)
 	if err != nil {
 		return nil, err

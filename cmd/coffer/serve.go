@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coffer/coffer/internal/amount"
 	"github.com/coffer/coffer/internal/api"
 	"github.com/coffer/coffer/internal/chain"
 	"github.com/coffer/coffer/internal/config"
 	"github.com/coffer/coffer/internal/events"
 	"github.com/coffer/coffer/internal/follow"
+	"github.com/coffer/coffer/internal/keys"
+	"github.com/coffer/coffer/internal/ledger"
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
@@ -115,11 +118,15 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		DefaultGapLimit: cfg.Wallets.GapLimit, ProposalTTL: cfg.Wallets.ProposalTTL.D(),
 		FallbackFeeRate: cfg.Wallets.FallbackFeeRate, FullBlocks: cfg.Wallets.FullBlocks,
 	}, logger)
-	follower.SetWatcher(wallets)
+	custody, err := newCustody(ctx, cfg, db, params, log, wallets, client, follower, logger)
+	if err != nil {
+		return err
+	}
+	follower.SetWatcher(follow.Watchers{wallets, custody})
 	handler := api.NewServer(api.Deps{
 		DB: db, Events: log, Node: client, Version: Version(),
 		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
-		Chain: follower.Status, Counters: follower.Counters, Wallets: wallets,
+		Chain: follower.Status, Counters: follower.Counters, Wallets: wallets, Custody: custody,
 	})
 
 	ln, err := net.Listen("tcp", cfg.API.Listen)
@@ -145,6 +152,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	go func() { followDone <- follower.Run(followCtx) }()
 	walletsDone := make(chan struct{})
 	go func() { wallets.Run(followCtx); close(walletsDone) }()
+	custodyDone := make(chan struct{})
+	go func() { custody.Run(followCtx); close(custodyDone) }()
 
 	followerRunning := true
 	select {
@@ -153,6 +162,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		stopFollow()
 		<-followDone
 		<-walletsDone
+		<-custodyDone
 		return fmt.Errorf("http server: %w", err)
 	case err := <-followDone:
 		// A halted follower keeps the API up so operators can see why;
@@ -169,11 +179,45 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		<-followDone
 	}
 	<-walletsDone
+	<-custodyDone
 	endRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout.D())
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	return nil
+}
+
+// newCustody builds the custodial ledger. Without a master key it still
+// follows existing custodial wallets' deposits, but cannot create wallets or
+// sign withdrawals; a master key that cannot be read stops the start.
+func newCustody(ctx context.Context, cfg config.Config, db *store.DB, params *chain.Params, log *events.Log,
+	wallets *wallet.Service, client *node.Client, follower *follow.Follower, logger *slog.Logger) (*ledger.Service, error) {
+	var ks *keys.Store
+	if p := configuredKeys(cfg.Custody); p != nil {
+		if _, _, err := p.Keys(ctx); err != nil {
+			return nil, fmt.Errorf("custody master key: %w", err)
+		}
+		ks = keys.New(db, p)
+	} else {
+		logger.Warn("custodial wallets are off: set custody.master_key_file or custody.master_key_env to hold keys")
+	}
+	c := cfg.Custody
+	return ledger.New(db, params, log, wallets, ks, client, follower, ledger.Config{
+		Confirmations: c.Confirmations, TrackConfirmations: c.TrackConfirmations,
+		BatchInterval: c.BatchInterval.D(), BatchMaxCount: c.BatchMaxCount, BatchMaxSum: amount.Amount(c.BatchMaxSum),
+		BumpAfter: c.BumpAfter.D(), WithdrawalFee: amount.Amount(c.WithdrawalFee),
+	}, logger), nil
+}
+
+// configuredKeys is the configured master key source, or nil.
+func configuredKeys(c config.Custody) keys.Provider {
+	switch {
+	case c.MasterKeyFile != "":
+		return keys.FileProvider(c.MasterKeyFile)
+	case c.MasterKeyEnv != "":
+		return keys.EnvProvider(c.MasterKeyEnv)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coffer/coffer/internal/events"
 	"github.com/coffer/coffer/internal/follow"
+	"github.com/coffer/coffer/internal/ledger"
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
@@ -48,6 +49,8 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Wallets is the watch-only wallet service; nil answers its routes 503.
 	Wallets *wallet.Service
+	// Custody is the custodial ledger; nil answers its routes 503.
+	Custody *ledger.Service
 }
 
 // Timeouts for the dependency checks, short so a probe answers before the

@@ -28,6 +28,7 @@ type Config struct {
 	Node     Node     `yaml:"node"`
 	Follow   Follow   `yaml:"follow"`
 	Wallets  Wallets  `yaml:"wallets"`
+	Custody  Custody  `yaml:"custody"`
 	API      API      `yaml:"api"`
 	Log      Log      `yaml:"log"`
 }
@@ -73,6 +74,23 @@ type Wallets struct {
 	FullBlocks      bool     `yaml:"full_blocks"`       // recover history from full blocks even when filters exist
 }
 
+// Custody tunes custodial wallets and the ledger.
+type Custody struct {
+	// MasterKeyFile holds the master keys (hex, one per line, the first is
+	// current) that wrap the seeds' data keys; MasterKeyEnv names an
+	// environment variable holding them (comma-separated) instead. With
+	// neither, custodial wallets are off.
+	MasterKeyFile      string   `yaml:"master_key_file"`
+	MasterKeyEnv       string   `yaml:"master_key_env"`
+	Confirmations      int64    `yaml:"confirmations"`       // a deposit is credited at this many
+	TrackConfirmations int64    `yaml:"track_confirmations"` // deposits' confirmations are counted up to this
+	BatchInterval      Duration `yaml:"batch_interval"`      // how often queued withdrawals are paid
+	BatchMaxCount      int      `yaml:"batch_max_count"`     // pay at once when this many are queued; outputs per batch
+	BatchMaxSum        int64    `yaml:"batch_max_sum"`       // pay at once when this many satoshis are queued (0: off)
+	BumpAfter          Duration `yaml:"bump_after"`          // fee-bump a batch unconfirmed this long (0: never)
+	WithdrawalFee      int64    `yaml:"withdrawal_fee"`      // satoshis charged per withdrawal to the customer
+}
+
 // API configures the HTTP server.
 type API struct {
 	Listen          string   `yaml:"listen"`
@@ -115,6 +133,8 @@ func Default() Config {
 			Timeout: Duration(30 * time.Second), Retries: 3},
 		Follow:  Follow{MaxReorgDepth: 100, PollInterval: Duration(time.Second), Prefetch: 8, ReadyLag: 2},
 		Wallets: Wallets{GapLimit: 20, ProposalTTL: Duration(15 * time.Minute), FallbackFeeRate: 10},
+		Custody: Custody{Confirmations: 6, TrackConfirmations: 100, BatchInterval: Duration(time.Minute),
+			BatchMaxCount: 250, BumpAfter: Duration(2 * time.Hour)},
 		API:     API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
 		Log:     Log{Level: "info", Format: "text"},
 	}
@@ -218,6 +238,12 @@ func setField(v reflect.Value, s string) error {
 	switch v.Kind() {
 	case reflect.String:
 		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		v.SetBool(b)
 	case reflect.Int, reflect.Int64:
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
@@ -281,6 +307,24 @@ func (c Config) Validate() error {
 	}
 	if c.Follow.Prefetch < 1 || c.Follow.Prefetch > 256 {
 		return bad("follow.prefetch", "must be between 1 and 256, got %d", c.Follow.Prefetch)
+	}
+	if c.Custody.MasterKeyFile != "" && c.Custody.MasterKeyEnv != "" {
+		return bad("custody.master_key_file", "set master_key_file or master_key_env, not both")
+	}
+	if c.Custody.Confirmations < 1 || c.Custody.Confirmations > 1000 {
+		return bad("custody.confirmations", "must be between 1 and 1000, got %d", c.Custody.Confirmations)
+	}
+	if c.Custody.TrackConfirmations < c.Custody.Confirmations || c.Custody.TrackConfirmations > 10000 {
+		return bad("custody.track_confirmations", "must be between custody.confirmations and 10000, got %d", c.Custody.TrackConfirmations)
+	}
+	if c.Custody.BatchInterval.D() < time.Second {
+		return bad("custody.batch_interval", "must be at least 1s, got %s", c.Custody.BatchInterval.D())
+	}
+	if c.Custody.BatchMaxCount < 1 || c.Custody.BatchMaxCount > 2000 {
+		return bad("custody.batch_max_count", "must be between 1 and 2000, got %d", c.Custody.BatchMaxCount)
+	}
+	if c.Custody.BatchMaxSum < 0 || c.Custody.WithdrawalFee < 0 || c.Custody.BumpAfter < 0 {
+		return bad("custody", "batch_max_sum, withdrawal_fee and bump_after must not be negative")
 	}
 	if c.Wallets.GapLimit < 1 || c.Wallets.GapLimit > 1000 {
 		return bad("wallets.gap_limit", "must be between 1 and 1000, got %d", c.Wallets.GapLimit)

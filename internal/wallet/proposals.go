@@ -180,16 +180,16 @@ func (s *Service) buildRequest(ctx context.Context, req ProposalRequest) (txbuil
 		if target < 1 || target > 1008 {
 			return b, errorf(ErrInvalid, "conf_target must be between 1 and 1008 blocks")
 		}
-		b.FeeRate = s.estimateFeeRate(ctx, target)
+		b.FeeRate = s.EstimateFeeRate(ctx, target)
 	}
 	b.NoRBF = req.NoRBF
 	b.Params = s.params
 	return b, nil
 }
 
-// estimateFeeRate asks the node (sat/vB, rounded up), falling back to the
+// EstimateFeeRate asks the node (sat/vB, rounded up), falling back to the
 // configured rate when it has no estimate.
-func (s *Service) estimateFeeRate(ctx context.Context, target int) int64 {
+func (s *Service) EstimateFeeRate(ctx context.Context, target int) int64 {
 	perKvB, err := s.node.EstimateFeeRate(ctx, target)
 	if err != nil || perKvB <= 0 {
 		if err != nil && !errors.Is(err, node.ErrNoEstimate) {
@@ -509,36 +509,16 @@ func (s *Service) Send(ctx context.Context, walletID, id string, signed []byte) 
 	case err != nil: // mismatch, bad signature, not a PSBT or transaction
 		return nil, errorf(ErrMismatch, "%v", err)
 	}
-	raw, err := serialize(final)
-	if err != nil {
-		return nil, err
-	}
-	txid := final.TxHash().String()
-	if _, err := s.node.SendRawTransaction(ctx, raw); err != nil {
-		var rpcErr *node.RPCError
-		if !errors.As(err, &rpcErr) {
-			return nil, errorf(ErrNodeUnavailable, "broadcast failed, the node did not answer: %v; the proposal stays open, send it again", err)
-		}
-		if !alreadyKnown(rpcErr) {
-			reason := fmt.Sprintf("the node rejected the transaction: %s (code %d)", rpcErr.Message, rpcErr.Code)
-			if cerr := s.closeProposal(ctx, walletID, id, ProposalFailed, reason); cerr != nil {
+	if err := s.Broadcast(ctx, final); err != nil {
+		if errors.Is(err, ErrRejected) {
+			if cerr := s.closeProposal(ctx, walletID, id, ProposalFailed, err.Error()); cerr != nil {
 				return nil, cerr
 			}
-			return nil, errorf(ErrRejected, "%s; the proposal's inputs are released", reason)
+			return nil, errorf(ErrRejected, "%v; the proposal's inputs are released", err)
 		}
+		return nil, errorf(ErrNodeUnavailable, "%v; the proposal stays open, send it again", err)
 	}
-	if err := s.follower.AddMempoolTx(ctx, final); err != nil {
-		s.log.Warn("wallet: recording the sent transaction failed; the follower will find it in the mempool", "txid", txid, "err", err)
-	}
-	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE wallet_proposals SET status = $2, txid = $3, updated_at = $4 WHERE id = $1`,
-			id, ProposalSent, txid, time.Now().Unix()); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM wallet_reservations WHERE proposal_id = $1`, id)
-		return err
-	})
-	if err != nil {
+	if err := s.MarkProposalSent(ctx, id, final.TxHash().String()); err != nil {
 		return nil, err
 	}
 	return s.GetProposal(ctx, walletID, id)
@@ -546,6 +526,44 @@ func (s *Service) Send(ctx context.Context, walletID, id string, signed []byte) 
 
 // alreadyKnown reports a rejection that means the node already has the
 // transaction (a repeated send).
+// Broadcast sends a signed transaction to the node and records it as in the
+// mempool at once. A transaction the node already has counts as sent, so
+// broadcasting again is harmless. A rejection is ErrRejected with the node's
+// reason; a node that does not answer is ErrNodeUnavailable.
+func (s *Service) Broadcast(ctx context.Context, final *wire.MsgTx) error {
+	raw, err := serialize(final)
+	if err != nil {
+		return err
+	}
+	if _, err := s.node.SendRawTransaction(ctx, raw); err != nil {
+		var rpcErr *node.RPCError
+		if !errors.As(err, &rpcErr) {
+			return errorf(ErrNodeUnavailable, "broadcast failed, the node did not answer: %v", err)
+		}
+		if !alreadyKnown(rpcErr) {
+			return errorf(ErrRejected, "the node rejected the transaction: %s (code %d)", rpcErr.Message, rpcErr.Code)
+		}
+	}
+	if err := s.follower.AddMempoolTx(ctx, final); err != nil {
+		s.log.Warn("wallet: recording the sent transaction failed; the follower will find it in the mempool",
+			"txid", final.TxHash().String(), "err", err)
+	}
+	return nil
+}
+
+// MarkProposalSent records that proposal id went out as txid and frees its
+// reservations (its inputs are now spent in the mempool).
+func (s *Service) MarkProposalSent(ctx context.Context, id, txid string) error {
+	return s.db.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE wallet_proposals SET status = $2, txid = $3, updated_at = $4 WHERE id = $1`,
+			id, ProposalSent, txid, time.Now().Unix()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM wallet_reservations WHERE proposal_id = $1`, id)
+		return err
+	})
+}
+
 func alreadyKnown(e *node.RPCError) bool {
 	m := strings.ToLower(e.Message)
 	return strings.Contains(m, "already have transaction") || strings.Contains(m, "txn-already-in-mempool") ||

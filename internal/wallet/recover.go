@@ -211,3 +211,21 @@ func (s *Service) markReady(ctx context.Context, id string, scanned int64) error
 		return err
 	})
 }
+
+// Rescan recovers a wallet's history again from height from (at least its
+// birthday): the wallet goes back to syncing and the recovery loop imports
+// what the follower missed. Importing a block twice is harmless.
+func (s *Service) Rescan(ctx context.Context, id string, from int64) error {
+	w, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if from < w.Birthday {
+		from = w.Birthday
+	}
+	if err := s.setScan(ctx, id, StatusSyncing, from-1, -1); err != nil {
+		return err
+	}
+	s.wake()
+	return nil
+}
