@@ -135,8 +135,8 @@ func Default() Config {
 		Wallets: Wallets{GapLimit: 20, ProposalTTL: Duration(15 * time.Minute), FallbackFeeRate: 10},
 		Custody: Custody{Confirmations: 6, TrackConfirmations: 100, BatchInterval: Duration(time.Minute),
 			BatchMaxCount: 250, BumpAfter: Duration(2 * time.Hour)},
-		API:     API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
-		Log:     Log{Level: "info", Format: "text"},
+		API: API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
