@@ -24,14 +24,15 @@ func TestDefaultsValidate(t *testing.T) {
 func TestFileAndEnv(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "coffer.yaml")
 	os.WriteFile(path, []byte("chain:\n  coin: ltc\nfollow:\n  poll_interval: 250ms\n  start_height: 7\n"), 0o600)
-	cfg, err := Load(path, []string{"COFFER_FOLLOW_START_HEIGHT=9", "COFFER_NODE_URL=http://10.0.0.1:9332", "PATH=/bin"})
+	cfg, err := Load(path, []string{"COFFER_FOLLOW_START_HEIGHT=9", "COFFER_NODE_URL=http://10.0.0.1:9332", "PATH=/bin",
+		"COFFER_WALLETS_FULL_BLOCKS=true", "COFFER_CUSTODY_CONFIRMATIONS=3"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Chain.Coin != "ltc" || cfg.Follow.PollInterval.D() != 250*time.Millisecond {
 		t.Fatalf("file not applied: %+v", cfg)
 	}
-	if cfg.Follow.StartHeight != 9 || cfg.Node.URL != "http://10.0.0.1:9332" {
+	if cfg.Follow.StartHeight != 9 || cfg.Node.URL != "http://10.0.0.1:9332" || !cfg.Wallets.FullBlocks || cfg.Custody.Confirmations != 3 {
 		t.Fatalf("env not applied: %+v", cfg)
 	}
 }
@@ -51,6 +52,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"", "COFFER_API_LISTEN=8080", "api.listen"},
 		{"", "COFFER_LOG_LEVEL=loud", "log.level"},
 		{"", "COFFER_NOPE=1", "COFFER_NOPE"},
+		{"", "COFFER_WALLETS_FULL_BLOCKS=maybe", "wallets.full_blocks"},
+		{"", "COFFER_CUSTODY_CONFIRMATIONS=0", "custody.confirmations"},
+		{"custody:\n  master_key_file: a\n  master_key_env: B\n", "", "custody.master_key_file"},
 	}
 	for i, c := range cases {
 		path := filepath.Join(dir, "c.yaml")
