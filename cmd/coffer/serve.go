@@ -12,6 +12,7 @@ import (
 
 	"github.com/coffer/coffer/internal/amount"
 	"github.com/coffer/coffer/internal/api"
+	"github.com/coffer/coffer/internal/auth"
 	"github.com/coffer/coffer/internal/chain"
 	"github.com/coffer/coffer/internal/config"
 	"github.com/coffer/coffer/internal/events"
@@ -154,6 +155,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	go func() { wallets.Run(followCtx); close(walletsDone) }()
 	custodyDone := make(chan struct{})
 	go func() { custody.Run(followCtx); close(custodyDone) }()
+	go prune(followCtx, db, logger)
 
 	followerRunning := true
 	select {
@@ -220,4 +222,26 @@ func configuredKeys(c config.Custody) keys.Provider {
 		return keys.EnvProvider(c.MasterKeyEnv)
 	}
 	return nil
+}
+
+// pruneEvery is how often expired wallet tokens, used challenges and old
+// idempotency keys are deleted.
+const pruneEvery = 10 * time.Minute
+
+// prune deletes expired credentials and idempotency keys until ctx ends.
+// Both are already ignored once expired; pruning only keeps tables small.
+func prune(ctx context.Context, db *store.DB, logger *slog.Logger) {
+	for {
+		if _, err := auth.PruneExpired(ctx, db, time.Now()); err != nil && ctx.Err() == nil {
+			logger.Warn("pruning expired wallet tokens failed", "err", err)
+		}
+		if _, err := api.PruneIdempotencyKeys(ctx, db, time.Now().Add(-api.IdempotencyKeyRetention)); err != nil && ctx.Err() == nil {
+			logger.Warn("pruning old idempotency keys failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pruneEvery):
+		}
+	}
 }
