@@ -2,10 +2,12 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/coffer/coffer/internal/auth"
+	"github.com/coffer/coffer/internal/wallet"
 )
 
 type principalKey struct{}
@@ -79,6 +81,11 @@ func (s *Server) handleAuthToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keys, err := s.d.Wallets.AuthKeys(r.Context(), req.WalletID)
+	if errors.Is(err, wallet.ErrNotFound) {
+		// Answer an unknown wallet exactly as a wrong signature, so the
+		// endpoint does not tell which wallet ids exist.
+		keys, err = nil, nil
+	}
 	if err != nil {
 		s.writeServiceError(w, r, err)
 		return

@@ -421,7 +421,7 @@ func TestWalletAuthMatrix(t *testing.T) {
 			{"31 s old", A.ID, now.Unix() - 31, wiSignChallenge(t, e, sa, A.ID, now.Add(-31*time.Second)), http.StatusUnauthorized, "stale_challenge"},
 			{"60 s ahead", A.ID, now.Unix() + 60, wiSignChallenge(t, e, sa, A.ID, now.Add(60*time.Second)), http.StatusUnauthorized, "stale_challenge"},
 			{"timestamp 0", A.ID, 0, good, http.StatusUnauthorized, "stale_challenge"},
-			{"unknown wallet", strings.Repeat("ab", 32), ts.Unix(), wiSignChallenge(t, e, sa, strings.Repeat("ab", 32), ts), http.StatusNotFound, "not_found"},
+			{"unknown wallet", strings.Repeat("ab", 32), ts.Unix(), wiSignChallenge(t, e, sa, strings.Repeat("ab", 32), ts), http.StatusUnauthorized, "bad_signature"},
 		}
 		for _, c := range refusals {
 			wiWant(t, "token "+c.what, token(c.walletID, c.ts, c.sig, false), c.status, c.code)
