@@ -27,6 +27,8 @@ Usage:
   coffer migrate [-config FILE]   apply database migrations and exit
   coffer apikey CMD [flags]       create, list or revoke operator API keys
   coffer keys CMD [flags]         generate-master, rotate-master: the custody master key
+  coffer audit   [-json] [flags]  check the custodial books; exit 1 on any difference
+  coffer custody CMD [flags]      import-unaccounted, rescan: repair a custodial wallet's books
   coffer demo    [-dir DIR]       run a local regtest node and Coffer on it
   coffer bench sync [flags]       time the chain follower on a built regtest chain
   coffer version                  print the version
@@ -57,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdAPIKey(ctx, args[1:], stdout, stderr)
 	case "keys":
 		return runKeys(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return cmdAudit(ctx, args[1:], stdout, stderr)
+	case "custody":
+		return cmdCustody(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "bench":
