@@ -36,6 +36,8 @@ import (
 const benchUsage = `Usage:
   coffer bench sync [flags]   index a regtest chain built for the purpose and
                               compare the follower with raw getblock + parse
+  coffer bench ledger [flags] internal transfers per second through the
+                              custodial ledger, beside pgbench
 
 Flags of bench sync:
   -blocks N        full blocks to build (default 1000)
@@ -56,15 +58,17 @@ Flags of bench sync:
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, benchUsage)
-		return errors.New("bench: name a benchmark (sync, wallet)")
+		return errors.New("bench: name a benchmark (sync, wallet, ledger)")
 	}
 	switch args[0] {
 	case "sync":
 		return benchSync(ctx, args[1:], stdout, stderr)
 	case "wallet":
 		return benchWallet(ctx, args[1:], stdout, stderr)
+	case "ledger":
+		return benchLedger(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, benchUsage+"\n"+benchWalletUsage)
+		fmt.Fprint(stdout, benchUsage+"\n"+benchWalletUsage+"\n"+benchLedgerUsage)
 		return nil
 	}
 	fmt.Fprint(stderr, benchUsage)
