@@ -22,6 +22,7 @@ import (
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
+	"github.com/coffer/coffer/internal/wshub"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -124,10 +125,11 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		return err
 	}
 	follower.SetWatcher(follow.Watchers{wallets, custody})
+	hub := wshub.New(log, db, wshub.Config{}, logger)
 	handler := api.NewServer(api.Deps{
 		DB: db, Events: log, Node: client, Version: Version(),
 		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
-		Chain: follower.Status, Counters: follower.Counters, Wallets: wallets, Custody: custody,
+		Chain: follower.Status, Counters: follower.Counters, Wallets: wallets, Custody: custody, Hub: hub,
 	})
 
 	ln, err := net.Listen("tcp", cfg.API.Listen)
@@ -156,6 +158,13 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	custodyDone := make(chan struct{})
 	go func() { custody.Run(followCtx); close(custodyDone) }()
 	go prune(followCtx, db, logger)
+	hubDone := make(chan struct{})
+	go func() {
+		if err := hub.Run(followCtx); err != nil {
+			logger.Error("WebSocket hub stopped", "err", err)
+		}
+		close(hubDone)
+	}()
 
 	followerRunning := true
 	select {
@@ -165,6 +174,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		<-followDone
 		<-walletsDone
 		<-custodyDone
+		<-hubDone
 		return fmt.Errorf("http server: %w", err)
 	case err := <-followDone:
 		// A halted follower keeps the API up so operators can see why;
@@ -182,6 +192,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	}
 	<-walletsDone
 	<-custodyDone
+	<-hubDone // closes every WebSocket, which Shutdown does not wait for
 	endRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout.D())
 	defer cancel()

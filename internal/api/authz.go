@@ -35,7 +35,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route) boo
 	}
 	need := map[access]auth.Scope{readAccess: auth.ScopeRead, writeAccess: auth.ScopeWrite, adminAccess: auth.ScopeAdmin}[rt.access]
 	switch {
-	case p.Kind == auth.KindWalletToken && !rt.wallet:
+	case p.Kind == auth.KindWalletToken && !rt.wallet && !rt.tokens:
 		writeError(w, http.StatusForbidden, CodeForbidden, "a wallet token may only be used on its own wallet's routes (/v1/wallets/{id}/…)")
 		return false
 	case rt.wallet && !p.AllowWallet(r.PathValue("id")):

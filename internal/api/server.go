@@ -18,6 +18,7 @@ import (
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
+	"github.com/coffer/coffer/internal/wshub"
 )
 
 // ChainStatus is the chain follower's view of the node and of its progress.
@@ -51,6 +52,8 @@ type Deps struct {
 	Wallets *wallet.Service
 	// Custody is the custodial ledger; nil answers its routes 503.
 	Custody *ledger.Service
+	// Hub serves WebSocket subscriptions at /v1/ws; nil answers 503.
+	Hub *wshub.Hub
 }
 
 // Timeouts for the dependency checks, short so a probe answers before the
@@ -88,6 +91,9 @@ type route struct {
 	// wallet id) also accept that wallet's token.
 	access access
 	wallet bool
+	// tokens lets any wallet token use a route that is not a wallet's own
+	// (the WebSocket, which checks each wallet it joins).
+	tokens bool
 	handle func(s *Server, w http.ResponseWriter, r *http.Request)
 
 	// idempotency is how the route treats the Idempotency-Key header (see
@@ -115,6 +121,7 @@ var routes = []route{
 	{method: http.MethodGet, path: "/openapi.json", handle: (*Server).handleOpenAPI},
 	{method: http.MethodGet, path: "/v1/status", access: readAccess, handle: (*Server).handleStatus},
 	{method: http.MethodGet, path: "/v1/events", access: readAccess, handle: (*Server).handleEvents},
+	{method: http.MethodGet, path: "/v1/ws", access: readAccess, tokens: true, handle: (*Server).handleWS},
 	{method: http.MethodPost, path: "/v1/auth/token", handle: (*Server).handleAuthToken},
 	{method: http.MethodPost, path: "/v1/wallets", access: writeAccess, handle: (*Server).handleRegisterWallet},
 	{method: http.MethodGet, path: "/v1/wallets", access: readAccess, handle: (*Server).handleListWallets},
