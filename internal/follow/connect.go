@@ -247,6 +247,11 @@ func (f *Follower) recordTx(ctx context.Context, tx *store.Tx, r *relevantTx, st
 	if !isNew && prev == status {
 		return nil // already recorded: a replay or a mempool tx we knew
 	}
+	if prev == "confirmed" && status == "mempool" {
+		// A mempool view (a poll, or a rebroadcast's AddMempoolTx) older
+		// than the block that confirmed it; only a disconnect undoes that.
+		return nil
+	}
 	var height, pos sql.NullInt64
 	var hash sql.NullString
 	if b != nil {

@@ -1,10 +1,13 @@
 package follow_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"testing"
 	"time"
+
+	"github.com/btcsuite/btcd/wire"
 
 	"github.com/coffer/coffer/internal/chain"
 	"github.com/coffer/coffer/internal/events"
@@ -56,6 +59,22 @@ func TestMempoolReplacedAndConflicted(t *testing.T) {
 		fx.sync(t)
 		assertStatus(t, db, tx2, "confirmed")
 		assertStatus(t, db, tx1, "replaced")
+
+		// A rebroadcast's stale view of a confirmed transaction (the node
+		// answers "already in chain") must not take it out of its block.
+		raw2, err := n1.Client().GetRawTransaction(ctx, tx2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msg2 wire.MsgTx
+		if err := msg2.Deserialize(bytes.NewReader(raw2)); err != nil {
+			t.Fatal(err)
+		}
+		if err := fx.follower.AddMempoolTx(ctx, &msg2); err != nil {
+			t.Fatal(err)
+		}
+		fx.sync(t)
+		assertStatus(t, db, tx2, "confirmed")
 
 		// Conflicted: while the nodes are apart, n2 mines a double spend of a
 		// payment sitting in n1's mempool; rejoined, n1 takes n2's block.
