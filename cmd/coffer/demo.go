@@ -12,11 +12,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/btcsuite/btcd/btcec/v2"
+	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg"
 
 	"github.com/coffer/coffer/internal/auth"
+	"github.com/coffer/coffer/internal/chain"
 	"github.com/coffer/coffer/internal/config"
+	"github.com/coffer/coffer/internal/keys"
 	"github.com/coffer/coffer/internal/regtest"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
@@ -77,9 +81,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if height < 101 {
-		say("Mining %d blocks so the demo wallet has spendable coins…", 101-height)
-		if _, err := n.Mine(ctx, int(101-height)); err != nil {
+	// 440 blocks: coins to spend, and segwit active (btcd's regtest turns it
+	// on at 432), which custodial wallets' native segwit addresses need.
+	if height < demoHeight {
+		say("Mining %d blocks so the demo has spendable coins and segwit…", demoHeight-height)
+		if _, err := n.Mine(ctx, int(demoHeight-height)); err != nil {
 			return err
 		}
 	}
@@ -90,6 +96,14 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rpc := n.RPC()
 	cfg.Node.URL, cfg.Node.User, cfg.Node.Password = rpc.URL, rpc.User, rpc.Password
 	cfg.API.Listen = *listen
+	// A master key for the custodial wallet, and short waits so deposits
+	// are credited and withdrawals paid while you watch.
+	cfg.Custody.MasterKeyFile = filepath.Join(abs, "master.key")
+	if err := writeDemoMasterKey(cfg.Custody.MasterKeyFile); err != nil {
+		return err
+	}
+	cfg.Custody.Confirmations, cfg.Custody.TrackConfirmations = 2, 6
+	cfg.Custody.BatchInterval = config.Duration(15 * time.Second)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -130,6 +144,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := demoPost(ctx, url+"/v1/wallets", apiKey, map[string]any{"descriptor": desc, "label": "demo"}, &w); err != nil {
 		return fmt.Errorf("registering the demo wallet: %w", err)
 	}
+	cust, err := demoCustody(ctx, url, apiKey)
+	if err != nil {
+		return fmt.Errorf("setting up the demo custodial wallet: %w", err)
+	}
 	say("")
 	say("Coffer demo is running.")
 	say("  API:       %s", url)
@@ -138,6 +156,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say("  database:  %s (SQLite)", cfg.Database.DSN)
 	say("  wallet:    %s (watch-only, %s)", w.ID, desc)
 	say("             every %s the demo alternately pays it and mines a block", *every)
+	say("  custody:   %s (custodial; seed encrypted under %s)", cust.wallet, cfg.Custody.MasterKeyFile)
+	say("             accounts alice %s and bob %s; the demo pays alice's deposit", cust.alice, cust.bob)
+	say("             address %s too (credited at 2 confirmations)", cust.address)
 	say("")
 	say("Try:")
 	say("  export COFFER_KEY=%s", apiKey)
@@ -146,6 +167,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" '%s/v1/events?after=0&wait=30'   # long-poll", url)
 	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/wallets/%s/balance", url, w.ID)
 	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/wallets/%s/transactions", url, w.ID)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/custody/wallets/%s/accounts/%s", url, cust.wallet, cust.alice)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" '%s/v1/deposits?account_id=%s'", url, cust.alice)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" -H 'Idempotency-Key: demo-1' %s/v1/transfers \\", url)
+	say("       -d '{\"from\":\"%s\",\"to\":\"%s\",\"amount\":\"50000\"}'", cust.alice, cust.bob)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" -H 'Idempotency-Key: demo-2' %s/v1/withdrawals \\", url)
+	say("       -d '{\"account\":\"%s\",\"address\":\"%s\",\"amount\":\"20000\"}'", cust.bob, cust.payout)
+	say("  curl -s -H \"Authorization: Bearer $COFFER_KEY\" %s/v1/audit", url)
 	say("  curl -s %s/readyz", url)
 	say("")
 	say("Press Ctrl-C to stop.")
@@ -176,6 +204,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				if err == nil {
 					_, _, err = n.Fund(ctx, script, 50_000)
 				}
+				if err == nil {
+					_, _, err = n.Fund(ctx, cust.script, 100_000)
+				}
 				if err != nil {
 					say("demo payment failed: %v", err)
 				}
@@ -186,8 +217,71 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 }
 
-// demoDescriptor makes a fresh random P2PKH wallet (P2PKH because btcd's
-// regtest only activates segwit at height 432) and returns its descriptor.
+// demoHeight is how many blocks the demo's chain starts with.
+const demoHeight = 440
+
+// writeDemoMasterKey writes a fresh custody master key, readable only by
+// the user, as the key file custody.master_key_file names.
+func writeDemoMasterKey(path string) error {
+	line, err := keys.GenerateMasterKey()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(line+"\n"), 0o600)
+}
+
+// demoCustodial is the demo's custodial wallet: two accounts, alice's
+// deposit address (and its script, which the demo pays) and an outside
+// address to withdraw to.
+type demoCustodial struct {
+	wallet, alice, bob, address, payout string
+	script                              []byte
+}
+
+// demoCustody creates the custodial wallet and its accounts over the API.
+func demoCustody(ctx context.Context, url, key string) (*demoCustodial, error) {
+	var w struct{ ID string }
+	if err := demoPost(ctx, url+"/v1/custody/wallets", key, map[string]any{"label": "demo custody"}, &w); err != nil {
+		return nil, err
+	}
+	c := &demoCustodial{wallet: w.ID}
+	for _, a := range []struct {
+		name string
+		id   *string
+	}{{"alice", &c.alice}, {"bob", &c.bob}} {
+		var acc struct{ ID string }
+		if err := demoPost(ctx, url+"/v1/custody/wallets/"+w.ID+"/accounts", key, map[string]any{"name": a.name}, &acc); err != nil {
+			return nil, err
+		}
+		*a.id = acc.ID
+	}
+	var addr struct{ Address string }
+	if err := demoPost(ctx, url+"/v1/custody/wallets/"+w.ID+"/accounts/"+c.alice+"/addresses", key, nil, &addr); err != nil {
+		return nil, err
+	}
+	c.address = addr.Address
+	params, err := chain.Lookup(chain.BTC, chain.Regtest)
+	if err != nil {
+		return nil, err
+	}
+	if c.script, err = params.AddressScript(addr.Address); err != nil {
+		return nil, err
+	}
+	// Somewhere outside Coffer to withdraw to.
+	priv, err := btcec.NewPrivateKey()
+	if err != nil {
+		return nil, err
+	}
+	payout, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(priv.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
+	if err != nil {
+		return nil, err
+	}
+	c.payout = payout.EncodeAddress()
+	return c, nil
+}
+
+// demoDescriptor makes a fresh random P2PKH watch-only wallet and returns
+// its descriptor.
 func demoDescriptor() (string, error) {
 	seed, err := hdkeychain.GenerateSeed(hdkeychain.RecommendedSeedLen)
 	if err != nil {
