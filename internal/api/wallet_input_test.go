@@ -288,8 +288,9 @@ func TestWalletAuthMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, rt := range routes {
-			// This stack has no ledger: custody_test.go checks the custodial routes.
-			if rt.access == public || isCustodyRoute(rt.path) {
+			// This stack has no ledger or WebSocket hub: custody_test.go and
+			// ws_test.go check those routes.
+			if rt.access == public || isCustodyRoute(rt.path) || rt.path == "/v1/ws" {
 				continue
 			}
 			r := wiDo(e, rt.method, pathA(rt), bearer(readKey), wiRouteBody(rt, payTo))
@@ -342,8 +343,8 @@ func TestWalletAuthMatrix(t *testing.T) {
 			t.Fatalf("token response %+v", full)
 		}
 		for _, rt := range routes {
-			if rt.access == public {
-				continue
+			if rt.access == public || rt.tokens {
+				continue // rt.tokens: ws_test.go checks the WebSocket with a token
 			}
 			what := "full token: " + rt.pattern()
 			switch {
@@ -376,7 +377,7 @@ func TestWalletAuthMatrix(t *testing.T) {
 			t.Fatalf("read-only token response %+v", ro)
 		}
 		for _, rt := range routes {
-			if rt.access == public {
+			if rt.access == public || rt.tokens {
 				continue
 			}
 			what := "read-only token: " + rt.pattern()
