@@ -22,6 +22,7 @@ import (
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
+	"github.com/coffer/coffer/internal/webhook"
 	"github.com/coffer/coffer/internal/wshub"
 )
 
@@ -126,10 +127,12 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	}
 	follower.SetWatcher(follow.Watchers{wallets, custody})
 	hub := wshub.New(log, db, wshub.Config{}, logger)
+	hooks := webhook.New(db, log, webhookConfig(cfg.Webhooks), logger)
 	handler := api.NewServer(api.Deps{
 		DB: db, Events: log, Node: client, Version: Version(),
 		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
 		Chain: follower.Status, Counters: follower.Counters, Wallets: wallets, Custody: custody, Hub: hub,
+		Webhooks: hooks,
 	})
 
 	ln, err := net.Listen("tcp", cfg.API.Listen)
@@ -157,7 +160,14 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	go func() { wallets.Run(followCtx); close(walletsDone) }()
 	custodyDone := make(chan struct{})
 	go func() { custody.Run(followCtx); close(custodyDone) }()
-	go prune(followCtx, db, logger)
+	go prune(followCtx, db, hooks, logger)
+	hooksDone := make(chan struct{})
+	go func() {
+		if err := hooks.Run(followCtx); err != nil {
+			logger.Error("webhook delivery stopped", "err", err)
+		}
+		close(hooksDone)
+	}()
 	hubDone := make(chan struct{})
 	go func() {
 		if err := hub.Run(followCtx); err != nil {
@@ -174,6 +184,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		<-followDone
 		<-walletsDone
 		<-custodyDone
+		<-hooksDone
 		<-hubDone
 		return fmt.Errorf("http server: %w", err)
 	case err := <-followDone:
@@ -192,7 +203,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	}
 	<-walletsDone
 	<-custodyDone
-	<-hubDone // closes every WebSocket, which Shutdown does not wait for
+	<-hooksDone // attempts in flight are cut short and their leases released
+	<-hubDone   // closes every WebSocket, which Shutdown does not wait for
 	endRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout.D())
 	defer cancel()
@@ -235,19 +247,47 @@ func configuredKeys(c config.Custody) keys.Provider {
 	return nil
 }
 
-// pruneEvery is how often expired wallet tokens, used challenges and old
-// idempotency keys are deleted.
+// webhookConfig is the webhook service's configuration. The configuration
+// file's 0s means "never" for disable_after and "at once" for
+// secret_overlap, which the service spells as a negative duration (its zero
+// means the default).
+func webhookConfig(c config.Webhooks) webhook.Config {
+	wc := webhook.Config{Timeout: c.Timeout.D(), DisableAfter: c.DisableAfter.D(), SecretOverlap: c.SecretOverlap.D(),
+		MaxConcurrency: c.MaxConcurrency}
+	for _, d := range c.Schedule {
+		wc.Schedule = append(wc.Schedule, d.D())
+	}
+	if wc.DisableAfter == 0 {
+		wc.DisableAfter = -1
+	}
+	if wc.SecretOverlap == 0 {
+		wc.SecretOverlap = -1
+	}
+	return wc
+}
+
+// pruneEvery is how often expired wallet tokens, used challenges, old
+// idempotency keys and old webhook deliveries are deleted.
 const pruneEvery = 10 * time.Minute
 
-// prune deletes expired credentials and idempotency keys until ctx ends.
-// Both are already ignored once expired; pruning only keeps tables small.
-func prune(ctx context.Context, db *store.DB, logger *slog.Logger) {
+// webhookDeliveryRetention is how long finished (succeeded or failed)
+// webhook deliveries and their attempts are kept after their last change.
+const webhookDeliveryRetention = 30 * 24 * time.Hour
+
+// prune deletes expired credentials, idempotency keys and finished webhook
+// deliveries older than webhookDeliveryRetention until ctx ends. The first
+// two are already ignored once expired; pruning only keeps tables small.
+// Pending deliveries are never pruned.
+func prune(ctx context.Context, db *store.DB, hooks *webhook.Service, logger *slog.Logger) {
 	for {
 		if _, err := auth.PruneExpired(ctx, db, time.Now()); err != nil && ctx.Err() == nil {
 			logger.Warn("pruning expired wallet tokens failed", "err", err)
 		}
 		if _, err := api.PruneIdempotencyKeys(ctx, db, time.Now().Add(-api.IdempotencyKeyRetention)); err != nil && ctx.Err() == nil {
 			logger.Warn("pruning old idempotency keys failed", "err", err)
+		}
+		if _, err := hooks.Prune(ctx, time.Now().Add(-webhookDeliveryRetention)); err != nil && ctx.Err() == nil {
+			logger.Warn("pruning old webhook deliveries failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():

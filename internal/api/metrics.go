@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/coffer/coffer/internal/webhook"
 )
 
 // metrics live in a registry of their own so that several servers in one
@@ -40,6 +42,12 @@ func newMetrics(reg *prometheus.Registry, d Deps, log *slog.Logger) *metrics {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(v()) })
 	}
+	hooks := func() webhook.Stats {
+		if d.Webhooks == nil {
+			return webhook.Stats{}
+		}
+		return d.Webhooks.Stats()
+	}
 	reg.MustRegister(
 		m.requests, m.duration,
 		collectors.NewGoCollector(),
@@ -66,6 +74,16 @@ func newMetrics(reg *prometheus.Registry, d Deps, log *slog.Logger) *metrics {
 			func() uint64 { return d.DB.Stats().Retries }),
 		counter("coffer_db_tx_giveups_total", "Database transactions abandoned after too many conflicts.",
 			func() uint64 { return d.DB.Stats().GiveUps }),
+		counter("coffer_webhook_attempts_total", "Webhook delivery attempts this instance made.",
+			func() uint64 { return hooks().Attempts }),
+		counter("coffer_webhook_attempts_succeeded_total", "Webhook delivery attempts answered with a 2xx.",
+			func() uint64 { return hooks().Succeeded }),
+		counter("coffer_webhook_deliveries_failed_total", "Webhook deliveries that used up the retry schedule (status failed).",
+			func() uint64 { return hooks().Failed }),
+		counter("coffer_webhook_endpoints_disabled_total", "Webhook endpoints this instance disabled for failing too long.",
+			func() uint64 { return hooks().Disabled }),
+		counter("coffer_webhook_leases_lost_total", "Webhook attempts whose result was not recorded: the lease had passed to another instance or the delivery was deleted.",
+			func() uint64 { return hooks().LeaseLost }),
 	)
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),

@@ -18,6 +18,7 @@ import (
 	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
+	"github.com/coffer/coffer/internal/webhook"
 	"github.com/coffer/coffer/internal/wshub"
 )
 
@@ -54,6 +55,9 @@ type Deps struct {
 	Custody *ledger.Service
 	// Hub serves WebSocket subscriptions at /v1/ws; nil answers 503.
 	Hub *wshub.Hub
+	// Webhooks manages webhook endpoints and their deliveries; nil answers
+	// its routes 503.
+	Webhooks *webhook.Service
 }
 
 // Timeouts for the dependency checks, short so a probe answers before the
@@ -159,6 +163,13 @@ var routes = []route{
 	{method: http.MethodGet, path: "/v1/custody/batches/{id}", access: readAccess, handle: (*Server).handleGetBatch},
 	{method: http.MethodPost, path: "/v1/custody/batches/{id}/bump", access: adminAccess, handle: (*Server).handleBumpBatch},
 	{method: http.MethodGet, path: "/v1/audit", access: adminAccess, handle: (*Server).handleAudit},
+	{method: http.MethodPost, path: "/v1/webhooks", access: adminAccess, handle: (*Server).handleCreateWebhook},
+	{method: http.MethodGet, path: "/v1/webhooks", access: adminAccess, handle: (*Server).handleListWebhooks},
+	{method: http.MethodGet, path: "/v1/webhooks/{id}", access: adminAccess, handle: (*Server).handleGetWebhook},
+	{method: http.MethodPatch, path: "/v1/webhooks/{id}", access: adminAccess, handle: (*Server).handleUpdateWebhook},
+	{method: http.MethodDelete, path: "/v1/webhooks/{id}", access: adminAccess, handle: (*Server).handleDeleteWebhook},
+	{method: http.MethodGet, path: "/v1/webhooks/{id}/deliveries", access: adminAccess, handle: (*Server).handleWebhookDeliveries},
+	{method: http.MethodPost, path: "/v1/webhooks/{id}/deliveries/{did}/redeliver", access: adminAccess, handle: (*Server).handleRedeliver},
 }
 
 // NewServer builds the handler. It panics when DB or Events is nil, which is

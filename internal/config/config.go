@@ -29,6 +29,7 @@ type Config struct {
 	Follow   Follow   `yaml:"follow"`
 	Wallets  Wallets  `yaml:"wallets"`
 	Custody  Custody  `yaml:"custody"`
+	Webhooks Webhooks `yaml:"webhooks"`
 	API      API      `yaml:"api"`
 	Log      Log      `yaml:"log"`
 }
@@ -91,6 +92,27 @@ type Custody struct {
 	WithdrawalFee      int64    `yaml:"withdrawal_fee"`      // satoshis charged per withdrawal to the customer
 }
 
+// Webhooks tunes webhook delivery.
+type Webhooks struct {
+	Timeout        Duration `yaml:"timeout"`         // a 2xx within this is success
+	DisableAfter   Duration `yaml:"disable_after"`   // disable an endpoint failing this long without a success (0: never)
+	SecretOverlap  Duration `yaml:"secret_overlap"`  // the previous secret keeps signing this long after a rotation
+	MaxConcurrency int      `yaml:"max_concurrency"` // endpoints sent to at once by one instance
+	// Schedule is the delay before each attempt of a delivery (its length is
+	// the number of attempts); empty means the built-in schedule: 0s, 5s,
+	// 5m, 30m, 2h, 5h, 10h, 10h. Written as a YAML list or, as the
+	// environment variable takes it, a comma-separated string ("0s,5s,5m").
+	Schedule Durations `yaml:"schedule"`
+}
+
+// Limits of the webhooks section.
+const (
+	maxWebhookTimeout       = 10 * time.Minute
+	maxWebhookSecretOverlap = 30 * 24 * time.Hour
+	maxWebhookAttempts      = 100
+	maxWebhookRetryDelay    = 7 * 24 * time.Hour
+)
+
 // API configures the HTTP server.
 type API struct {
 	Listen          string   `yaml:"listen"`
@@ -122,6 +144,45 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
+// Durations is a list of durations: a YAML sequence ([0s, 5s, 5m]) or a
+// comma-separated string ("0s,5s,5m"), as environment variables give it.
+type Durations []Duration
+
+// UnmarshalYAML reads a sequence of durations or a comma-separated string.
+func (ds *Durations) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		v, err := parseDurations(n.Value)
+		if err != nil {
+			return err
+		}
+		*ds = v
+		return nil
+	}
+	var list []Duration
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*ds = list
+	return nil
+}
+
+// parseDurations parses a comma-separated list of durations; an empty (or
+// blank) string is an empty list.
+func parseDurations(s string) (Durations, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var ds Durations
+	for _, part := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a comma-separated list of durations like 0s,5s,5m (%q is not a duration)", s, part)
+		}
+		ds = append(ds, Duration(d))
+	}
+	return ds, nil
+}
+
 // Default returns the embedded defaults: BTC regtest with SQLite in ./coffer-data
 // and a local btcd.
 func Default() Config {
@@ -135,6 +196,8 @@ func Default() Config {
 		Wallets: Wallets{GapLimit: 20, ProposalTTL: Duration(15 * time.Minute), FallbackFeeRate: 10},
 		Custody: Custody{Confirmations: 6, TrackConfirmations: 100, BatchInterval: Duration(time.Minute),
 			BatchMaxCount: 250, BumpAfter: Duration(2 * time.Hour)},
+		Webhooks: Webhooks{Timeout: Duration(15 * time.Second), DisableAfter: Duration(5 * 24 * time.Hour),
+			SecretOverlap: Duration(24 * time.Hour), MaxConcurrency: 32},
 		API: API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -227,6 +290,14 @@ func walk(v reflect.Value, prefix string, fn func(key string, v reflect.Value) e
 }
 
 func setField(v reflect.Value, s string) error {
+	if v.Type() == reflect.TypeOf(Durations(nil)) {
+		ds, err := parseDurations(s)
+		if err != nil {
+			return err
+		}
+		v.Set(reflect.ValueOf(ds))
+		return nil
+	}
 	if v.Type() == reflect.TypeOf(Duration(0)) {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -337,6 +408,26 @@ func (c Config) Validate() error {
 	}
 	if c.Follow.ReadyLag < 0 {
 		return bad("follow.ready_lag", "must not be negative, got %d", c.Follow.ReadyLag)
+	}
+	if d := c.Webhooks.Timeout.D(); d < 100*time.Millisecond || d > maxWebhookTimeout {
+		return bad("webhooks.timeout", "must be between 100ms and %s, got %s", maxWebhookTimeout, d)
+	}
+	if d := c.Webhooks.DisableAfter.D(); d < 0 {
+		return bad("webhooks.disable_after", "must not be negative (0s: never disable), got %s", d)
+	}
+	if d := c.Webhooks.SecretOverlap.D(); d < 0 || d > maxWebhookSecretOverlap {
+		return bad("webhooks.secret_overlap", "must be between 0s and %s, got %s", maxWebhookSecretOverlap, d)
+	}
+	if n := c.Webhooks.MaxConcurrency; n < 1 || n > 1000 {
+		return bad("webhooks.max_concurrency", "must be between 1 and 1000, got %d", n)
+	}
+	if n := len(c.Webhooks.Schedule); n > maxWebhookAttempts {
+		return bad("webhooks.schedule", "may hold at most %d delays (one per attempt), got %d", maxWebhookAttempts, n)
+	}
+	for i, d := range c.Webhooks.Schedule {
+		if d < 0 || d.D() > maxWebhookRetryDelay {
+			return bad("webhooks.schedule", "delay %d must be between 0s and %s, got %s", i+1, maxWebhookRetryDelay, d.D())
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 		return bad("api.listen", "must be host:port, got %q", c.API.Listen)

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,22 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"", "COFFER_WALLETS_FULL_BLOCKS=maybe", "wallets.full_blocks"},
 		{"", "COFFER_CUSTODY_CONFIRMATIONS=0", "custody.confirmations"},
 		{"custody:\n  master_key_file: a\n  master_key_env: B\n", "", "custody.master_key_file"},
+		{"webhooks:\n  timeout: 0s\n", "", "webhooks.timeout"},
+		{"", "COFFER_WEBHOOKS_TIMEOUT=11m", "webhooks.timeout"},
+		{"", "COFFER_WEBHOOKS_TIMEOUT=soon", "webhooks.timeout"},
+		{"webhooks:\n  disable_after: -1h\n", "", "webhooks.disable_after"},
+		{"", "COFFER_WEBHOOKS_SECRET_OVERLAP=-1s", "webhooks.secret_overlap"},
+		{"", "COFFER_WEBHOOKS_SECRET_OVERLAP=721h", "webhooks.secret_overlap"},
+		{"", "COFFER_WEBHOOKS_MAX_CONCURRENCY=0", "webhooks.max_concurrency"},
+		{"webhooks:\n  max_concurrency: 1001\n", "", "webhooks.max_concurrency"},
+		{"webhooks:\n  schedule: [0s, -5s]\n", "", "webhooks.schedule"},
+		{"webhooks:\n  schedule: [0s, 169h]\n", "", "webhooks.schedule"},
+		{"webhooks:\n  schedule: [0s, soon]\n", "", "soon"},
+		{"webhooks:\n  schedule: 5s,x\n", "", "5s,x"},
+		{"webhooks:\n  schedule: {a: 1s}\n", "", "line 2"},
+		{"", "COFFER_WEBHOOKS_SCHEDULE=0s,,5s", "webhooks.schedule"},
+		{"", "COFFER_WEBHOOKS_SCHEDULE=0s,5", "webhooks.schedule"},
+		{"", "COFFER_WEBHOOKS_SCHEDULE=" + strings.Repeat("1s,", 100) + "1s", "webhooks.schedule"},
 	}
 	for i, c := range cases {
 		path := filepath.Join(dir, "c.yaml")
@@ -70,6 +87,57 @@ func TestErrorsNameTheKey(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml"), nil); err == nil {
 		t.Error("missing file accepted")
+	}
+}
+
+func TestWebhooks(t *testing.T) {
+	cfg, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Webhooks{Timeout: Duration(15 * time.Second), DisableAfter: Duration(120 * time.Hour),
+		SecretOverlap: Duration(24 * time.Hour), MaxConcurrency: 32}
+	if !reflect.DeepEqual(cfg.Webhooks, want) {
+		t.Fatalf("defaults %+v, want %+v", cfg.Webhooks, want)
+	}
+
+	path := filepath.Join(t.TempDir(), "coffer.yaml")
+	os.WriteFile(path, []byte("webhooks:\n  timeout: 2s\n  disable_after: 0s\n  secret_overlap: 1h\n  max_concurrency: 4\n"+
+		"  schedule: [0s, 250ms, 1m]\n"), 0o600)
+	cfg, err = Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = Webhooks{Timeout: Duration(2 * time.Second), SecretOverlap: Duration(time.Hour), MaxConcurrency: 4,
+		Schedule: Durations{0, Duration(250 * time.Millisecond), Duration(time.Minute)}}
+	if !reflect.DeepEqual(cfg.Webhooks, want) {
+		t.Fatalf("file: %+v, want %+v", cfg.Webhooks, want)
+	}
+
+	// The environment replaces the file's list; an empty value means the
+	// built-in schedule.
+	cfg, err = Load(path, []string{"COFFER_WEBHOOKS_SCHEDULE=0s, 5s ,2h", "COFFER_WEBHOOKS_TIMEOUT=500ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Webhooks.Schedule; !reflect.DeepEqual(got, Durations{0, Duration(5 * time.Second), Duration(2 * time.Hour)}) ||
+		cfg.Webhooks.Timeout.D() != 500*time.Millisecond {
+		t.Fatalf("env: %+v", cfg.Webhooks)
+	}
+	os.WriteFile(path, []byte("webhooks:\n  schedule: 0s, 1s\n"), 0o600) // the string form
+	cfg, err = Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Webhooks.Schedule; !reflect.DeepEqual(got, Durations{0, Duration(time.Second)}) {
+		t.Fatalf("schedule as a string: %v", got)
+	}
+	cfg, err = Load(path, []string{"COFFER_WEBHOOKS_SCHEDULE="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Webhooks.Schedule != nil {
+		t.Fatalf("empty COFFER_WEBHOOKS_SCHEDULE: schedule %v, want none (the default)", cfg.Webhooks.Schedule)
 	}
 }
 
