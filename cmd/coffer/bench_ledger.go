@@ -489,7 +489,16 @@ func (e *ledgerEnv) setup(ctx context.Context) error {
 		return err
 	}
 
-	// Funding: multi-leg transfers from the imports account.
+	// Funding: the hot wallet gets one confirmed output worth every
+	// account's funding (written as the follower would record it: there is
+	// no chain here), import-unaccounted books it to the imports account,
+	// and multi-leg transfers move it on to the accounts.
+	if err := fundHotWallet(ctx, e.db, cw.ID, int64(ledgerFunding)*int64(len(e.accounts))); err != nil {
+		return err
+	}
+	if _, err := e.svc.ImportUnaccounted(ctx, cw.ID); err != nil {
+		return fmt.Errorf("importing the bench's coins: %w", err)
+	}
 	for lo := 0; lo < len(e.accounts); lo += ledgerFundChunk {
 		chunk := e.accounts[lo:min(lo+ledgerFundChunk, len(e.accounts))]
 		legs := []ledger.Leg{{Account: cw.Accounts.Imports, Amount: -amount.Amount(ledgerFunding * len(chunk))}}
@@ -506,6 +515,27 @@ func (e *ledgerEnv) setup(ctx context.Context) error {
 		return err
 	}
 	return e.checkBooks(ctx)
+}
+
+// fundHotWallet records a confirmed transaction paying total to the
+// wallet's first receive address.
+func fundHotWallet(ctx context.Context, db *store.DB, walletID string, total int64) error {
+	var script []byte
+	if err := db.QueryRowContext(ctx, `SELECT script FROM wallet_addresses WHERE wallet_id = $1 AND branch = 0 AND idx = 0`,
+		walletID).Scan(&script); err != nil {
+		return fmt.Errorf("the wallet's first address: %w", err)
+	}
+	var id [32]byte
+	rand.Read(id[:])
+	txid, hash, now := hex.EncodeToString(id[:]), strings.Repeat("00", 32), time.Now().Unix()
+	return db.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO txs (txid, status, block_height, block_hash, block_pos, coinbase, raw, first_seen_at, updated_at)
+			VALUES ($1, 'confirmed', 0, $2, 1, FALSE, $3, $4, $4)`, txid, hash, []byte{0}, now); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO tx_outputs (txid, vout, script, amount) VALUES ($1, 0, $2, $3)`, txid, script, total)
+		return err
+	})
 }
 
 // pick draws the indexes of a transfer's two accounts.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,12 +17,13 @@ import (
 	"github.com/coffer/coffer/internal/config"
 	"github.com/coffer/coffer/internal/events"
 	"github.com/coffer/coffer/internal/ledger"
+	"github.com/coffer/coffer/internal/node"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
 )
 
 const auditUsage = `Usage:
-  coffer audit [-config FILE] [-json]
+  coffer audit [-config FILE] [-json] [-node]
 
 Re-derives the custodial books from the database and prints every
 difference:
@@ -34,12 +36,20 @@ difference:
     the wallet's confirmed unspent outputs (less confirmed deposits not yet
     credited).
 
-It reads one consistent snapshot of the database and needs neither the node
-nor the master key; it is safe to run beside a running coffer serve. The
-on-chain side is what the follower has applied, so audit a synced server.
-Amounts are in satoshis.
+It reads one consistent snapshot of the database and, without -node, needs
+neither the node nor the master key; it is safe to run beside a running
+coffer serve. The on-chain side is what the follower has applied, so audit
+a synced server. Amounts are in satoshis.
 
-  -json   print the report as JSON (the document GET /v1/audit answers)
+  -json   print the report as JSON (the document GET /v1/audit answers,
+          plus the -node differences)
+  -node   also ask the node (node.url, gettxout) whether every output the
+          database counts as a wallet's confirmed unspent coins is unspent
+          in the node's best chain: a difference (check "chain_vs_node")
+          means the database's view of the chain is wrong, which the
+          checks above, reading the database only, cannot see. It warns
+          when the follower is not at the node's tip, since the newest
+          blocks may explain a difference.
 
 Exit status: 0 when the books are clean, 1 when there is any difference or
 the audit could not run, 2 for a usage mistake. Warnings (such as an account
@@ -67,7 +77,8 @@ confirmations), then marks the wallet to recover its history again from
 block HEIGHT (default, and at least: the wallet's birthday). The recovery
 itself is done in the background by the running coffer serve (or the next
 one started); GET /v1/wallets/ID shows its progress, and deposits it finds
-are recorded and credited as usual.
+are recorded and credited as usual. Until it is done the wallet is syncing
+and its queued withdrawals wait: choose HEIGHT no lower than needed.
 
 Both read the configuration as coffer serve does (-config or COFFER_CONFIG,
 and COFFER_... variables), apply pending database migrations, and need
@@ -87,6 +98,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Usage = func() { fmt.Fprint(stderr, auditUsage) }
 	path := fs.String("config", os.Getenv("COFFER_CONFIG"), "configuration file (YAML)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	withNode := fs.Bool("node", false, "also ask the node whether the outputs the books count are unspent")
 	pos, err := parseArgs(fs, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -98,13 +110,16 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "coffer audit: unexpected argument %q\n\n%s", pos[0], auditUsage)
 		return 2
 	}
-	svc, db, err := openLedger(ctx, *path, stderr)
+	svc, db, cfg, err := openLedger(ctx, *path, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "coffer audit: %v\n", err)
 		return 1
 	}
 	defer db.Close()
 	r, err := svc.Audit(ctx)
+	if err == nil && *withNode {
+		err = auditWithNode(ctx, cfg, db, r)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "coffer audit: %v\n", err)
 		return 1
@@ -186,6 +201,88 @@ ON-CHAIN − BOOKED.
 	return nil
 }
 
+// auditWithNode adds to r, per custodial wallet, the outputs the database
+// counts as confirmed and unspent that the node says are spent or unknown
+// in its best chain.
+func auditWithNode(ctx context.Context, cfg config.Config, db *store.DB, r *ledger.AuditReport) error {
+	client, err := node.New(node.Config{URL: cfg.Node.URL, User: cfg.Node.User, Password: cfg.Node.Password,
+		CookieFile: cfg.Node.CookieFile, Timeout: cfg.Node.Timeout.D(), Retries: cfg.Node.Retries})
+	if err != nil {
+		return err
+	}
+	if err := checkNode(ctx, client, cfg.Chain.Network); err != nil {
+		return err
+	}
+	var cursor string
+	var height int64
+	err = db.QueryRowContext(ctx, `SELECT hash, height FROM chain_cursor WHERE id = 1`).Scan(&cursor, &height)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	best, err := client.GetBestBlockHash(ctx)
+	if err != nil {
+		return fmt.Errorf("node at %s: %w", client.URL(), err)
+	}
+	if best != cursor {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("the follower is at block %d (%s), not at the node's tip %s: blocks it has not applied yet may explain chain_vs_node differences",
+			height, cursor, best))
+	}
+	for _, wa := range r.Wallets {
+		rows, err := db.QueryContext(ctx, `SELECT o.txid, o.vout, o.amount FROM wallet_addresses a
+			JOIN tx_outputs o ON o.script = a.script
+			JOIN txs t ON t.txid = o.txid AND t.status = 'confirmed'
+			WHERE a.wallet_id = $1 AND NOT EXISTS (SELECT 1 FROM tx_spends sp JOIN txs st ON st.txid = sp.txid
+				WHERE sp.prev_txid = o.txid AND sp.prev_vout = o.vout AND st.status = 'confirmed')
+			ORDER BY o.txid, o.vout`, wa.WalletID)
+		if err != nil {
+			return err
+		}
+		type output struct {
+			txid   string
+			vout   uint32
+			amount int64
+		}
+		var outs []output
+		for rows.Next() {
+			var o output
+			if err := rows.Scan(&o.txid, &o.vout, &o.amount); err != nil {
+				rows.Close()
+				return err
+			}
+			outs = append(outs, o)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var counted, missing int64
+		var named []string
+		for _, o := range outs {
+			counted += o.amount
+			out, err := client.GetTxOut(ctx, o.txid, o.vout, false)
+			if err != nil {
+				return fmt.Errorf("node at %s: gettxout %s:%d: %w", client.URL(), o.txid, o.vout, err)
+			}
+			if out == nil {
+				missing += o.amount
+				if len(named) < 5 {
+					named = append(named, fmt.Sprintf("%s:%d (%d sat)", o.txid, o.vout, o.amount))
+				} else if len(named) == 5 {
+					named = append(named, "…")
+				}
+			}
+		}
+		if missing != 0 {
+			r.Differences = append(r.Differences, ledger.AuditDifference{Check: "chain_vs_node", WalletID: wa.WalletID,
+				Expected: amount.Amount(counted - missing), Actual: amount.Amount(counted),
+				Message: fmt.Sprintf("the database counts %d sat of confirmed unspent outputs that the node says are spent or unknown in its best chain: %s",
+					missing, strings.Join(named, ", "))})
+		}
+	}
+	r.Clean = len(r.Differences) == 0
+	return nil
+}
+
 // describeAccount names an account for the audit's listing: its id, and
 // its name and kind when they can be read.
 func describeAccount(ctx context.Context, svc *ledger.Service, id string) string {
@@ -262,7 +359,7 @@ func custodyImport(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := parseCustodyFlags(fs, args, walletID); err != nil {
 		return err
 	}
-	svc, db, err := openLedger(ctx, *path, stderr)
+	svc, db, _, err := openLedger(ctx, *path, stderr)
 	if err != nil {
 		return err
 	}
@@ -293,7 +390,7 @@ func custodyRescan(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *from < 0 {
 		return usageErr("-from must not be negative, got %d", *from)
 	}
-	svc, db, err := openLedger(ctx, *path, stderr)
+	svc, db, _, err := openLedger(ctx, *path, stderr)
 	if err != nil {
 		return err
 	}
@@ -347,23 +444,23 @@ func custodyRescan(ctx context.Context, args []string, stdout, stderr io.Writer)
 // follower or the master key: enough for the audit, imports and rescans,
 // which only read and write the database. It is configured as coffer serve
 // configures it, so deposits are credited at the same threshold.
-func openLedger(ctx context.Context, configPath string, stderr io.Writer) (*ledger.Service, *store.DB, error) {
+func openLedger(ctx context.Context, configPath string, stderr io.Writer) (*ledger.Service, *store.DB, config.Config, error) {
 	cfg, err := config.Load(configPath, os.Environ())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, cfg, err
 	}
 	params, err := chain.Lookup(chain.Coin(cfg.Chain.Coin), chain.Network(cfg.Chain.Network))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, cfg, err
 	}
 	db, err := openKeysDB(ctx, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, cfg, err
 	}
 	logger := newLogger(cfg.Log, stderr)
 	log := events.NewLog(db)
 	wallets := wallet.New(db, params, log, nil, nil, walletConfig(cfg.Wallets), logger)
-	return ledger.New(db, params, log, wallets, nil, nil, nil, ledgerConfig(cfg.Custody), logger), db, nil
+	return ledger.New(db, params, log, wallets, nil, nil, nil, ledgerConfig(cfg.Custody), logger), db, cfg, nil
 }
 
 // walletConfig is the wallet service's configuration from the file's.

@@ -203,5 +203,13 @@ func (f *Follower) vanishedTxs(ctx context.Context, inMempool map[string]struct{
 		}
 		out[status][txid] = struct{}{}
 	}
+	// A block mined while we looked would make a transaction it confirmed
+	// look conflicted (its inputs are spent on chain, by itself): judge
+	// again at the next poll, after the follower has applied that block.
+	if len(out["conflicted"]) > 0 {
+		if tip, err := f.node.GetBestBlockHash(ctx); err != nil || tip != tipHash {
+			return nil, err
+		}
+	}
 	return out, nil
 }

@@ -53,7 +53,8 @@ type WalletAudit struct {
 // reads one consistent snapshot.
 func (s *Service) Audit(ctx context.Context) (*AuditReport, error) {
 	var r *AuditReport
-	err := s.db.InTxOnce(ctx, func(tx *store.Tx) error {
+	// Read-only, so safe to retry when PostgreSQL cannot serialize it.
+	err := s.db.InTx(ctx, func(tx *store.Tx) error {
 		r = &AuditReport{CheckedAt: time.Now().UTC(), Differences: []AuditDifference{}, Warnings: []string{}, Wallets: []WalletAudit{}}
 		return s.audit(ctx, tx, r)
 	})
@@ -232,6 +233,21 @@ func (s *Service) ImportUnaccounted(ctx context.Context, walletID string) (amoun
 		onchain, pending, err := holdings(ctx, tx, walletID)
 		if err != nil {
 			return err
+		}
+		// Coins paid to a deposit address belong to its account: if some
+		// have no deposit yet, importing them would book them twice once a
+		// rescan records the deposit.
+		var missed int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM custody_addresses ca
+			JOIN wallet_addresses a ON a.wallet_id = ca.wallet_id AND a.branch = ca.branch AND a.idx = ca.idx
+			JOIN tx_outputs o ON o.script = a.script
+			JOIN txs t ON t.txid = o.txid AND t.status = 'confirmed'
+			WHERE ca.wallet_id = $1 AND NOT EXISTS (SELECT 1 FROM deposits d WHERE d.txid = o.txid AND d.vout = o.vout)`,
+			walletID).Scan(&missed); err != nil {
+			return err
+		}
+		if missed > 0 {
+			return errorf(ErrInvalidState, "%d confirmed output(s) pay deposit addresses of wallet %s but have no deposit; run coffer custody rescan first, then import", missed, walletID)
 		}
 		extra := onchain - pending + hot // hot is the negative of the booked holdings
 		switch {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
@@ -17,6 +18,9 @@ import (
 	"github.com/coffer/coffer/internal/txbuild"
 	"github.com/coffer/coffer/internal/wallet"
 )
+
+// maxFeeRate bounds fee rates (sat/vB) to catch unit mistakes.
+const maxFeeRate = 10_000
 
 // Batch statuses.
 const (
@@ -85,6 +89,9 @@ func (s *Service) GetBatch(ctx context.Context, id string) (*Batch, error) {
 // rebroadcasts every journaled batch, so a crash between journaling and
 // broadcasting is finished, never repeated.
 func (s *Service) Run(ctx context.Context) {
+	if err := s.releaseOrphanProposals(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("ledger: releasing proposals of batches never journaled failed; they expire on their own", "err", err)
+	}
 	tick := time.NewTicker(s.cfg.BatchInterval)
 	defer tick.Stop()
 	full := true
@@ -103,9 +110,45 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
+// releaseOrphanProposals cancels open proposals of custodial wallets that no
+// batch journaled: a process stopped between selecting a batch's inputs and
+// journaling it left them reserving hot-wallet outputs. Only the batcher
+// makes proposals for custodial wallets, and only one batcher runs, so at
+// start every such proposal is an orphan.
+func (s *Service) releaseOrphanProposals(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT p.wallet_id, p.id FROM wallet_proposals p
+		JOIN custody_wallets c ON c.id = p.wallet_id
+		WHERE p.status = 'open' AND NOT EXISTS (SELECT 1 FROM custody_batches b WHERE b.proposal_id = p.id)`)
+	if err != nil {
+		return err
+	}
+	type orphan struct{ wallet, id string }
+	var orphans []orphan
+	for rows.Next() {
+		var o orphan
+		if err := rows.Scan(&o.wallet, &o.id); err != nil {
+			rows.Close()
+			return err
+		}
+		orphans = append(orphans, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, o := range orphans {
+		if _, err := s.wallets.CancelProposal(ctx, o.wallet, o.id); err != nil {
+			return err
+		}
+		s.log.Info("ledger: released the inputs of a batch that was never journaled", "wallet", o.wallet, "proposal", o.id)
+	}
+	return nil
+}
+
 // Tick does one round of the batcher: rebroadcast journaled batches, bump
-// stuck ones, and for each wallet pay a batch when full is set or the queue
-// has reached a trigger.
+// stuck ones, and for each wallet pay batches when full is set (until the
+// queue is empty or the hot wallet runs short) or while the queue is at a
+// trigger.
 func (s *Service) Tick(ctx context.Context, full bool) error {
 	if err := s.rebroadcast(ctx); err != nil {
 		return err
@@ -119,17 +162,31 @@ func (s *Service) Tick(ctx context.Context, full bool) error {
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, id := range ids {
+		// One wallet failing does not keep the others from being paid.
+		errs = append(errs, s.payWallet(ctx, id, full))
+	}
+	return errors.Join(errs...)
+}
+
+// maxBatchesPerTick bounds the batches one tick makes for one wallet.
+const maxBatchesPerTick = 100
+
+// payWallet pays a wallet's queue in batches of up to BatchMaxCount: more
+// batches while each one is full (the queue holds more) and, unless full,
+// the queue is still at a trigger. Withdrawals queued while it runs wait
+// for the next tick once a batch comes out short.
+func (s *Service) payWallet(ctx context.Context, walletID string, full bool) error {
+	for range maxBatchesPerTick {
 		if !full {
-			due, err := s.triggered(ctx, id)
-			if err != nil {
+			due, err := s.triggered(ctx, walletID)
+			if err != nil || !due {
 				return err
 			}
-			if !due {
-				continue
-			}
 		}
-		if _, err := s.PayBatch(ctx, id); err != nil {
+		_, n, err := s.payBatch(ctx, walletID)
+		if err != nil || n < s.cfg.BatchMaxCount {
 			return err
 		}
 	}
@@ -150,18 +207,40 @@ func (s *Service) triggered(ctx context.Context, walletID string) (bool, error) 
 // PayBatch pays up to BatchMaxCount of a wallet's queued withdrawals, oldest
 // first, in one transaction: select inputs, sign, journal, broadcast. When
 // the hot wallet cannot fund them all it pays as many of the oldest as it
-// can and raises an alert. It returns the batch, or nil when nothing was
-// paid.
+// can, and raises an alert when it cannot pay even the oldest. Withdrawals
+// of an account a reversed deposit took below zero wait (queued) until it
+// is back above zero or they are cancelled. It returns the batch, or nil
+// when nothing was paid.
 func (s *Service) PayBatch(ctx context.Context, walletID string) (*Batch, error) {
-	queued, err := s.ListWithdrawals(ctx, WithdrawalFilter{WalletID: walletID, Status: WithdrawalQueued, Limit: s.cfg.BatchMaxCount})
-	if err != nil || len(queued) == 0 {
-		return nil, err
+	b, _, err := s.payBatch(ctx, walletID)
+	return b, err
+}
+
+// payBatch is PayBatch, also saying how many withdrawals the batch pays.
+func (s *Service) payBatch(ctx context.Context, walletID string) (*Batch, int, error) {
+	for attempt := 1; ; attempt++ {
+		b, n, err := s.payBatchOnce(ctx, walletID)
+		if errors.Is(err, errStaleBatch) && attempt < 5 {
+			continue // a withdrawal was cancelled meanwhile: build it again
+		}
+		return b, n, err
 	}
-	// ListWithdrawals orders by id; pay the oldest first.
-	sortByCreated(queued)
+}
+
+// errStaleBatch means a withdrawal picked for a batch changed (it was
+// cancelled) before the batch was journaled; nothing was journaled.
+var errStaleBatch = errors.New("ledger: a withdrawal changed while its batch was built")
+
+func (s *Service) payBatchOnce(ctx context.Context, walletID string) (*Batch, int, error) {
+	queued, err := s.payable(ctx, walletID)
+	if err != nil || len(queued) == 0 {
+		return nil, 0, err
+	}
+	s.setBatching(queued, true)
+	defer s.setBatching(queued, false)
 	exclude, err := s.unspendable(ctx, walletID)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for n := len(queued); n > 0; n /= 2 {
 		ws := queued[:n]
@@ -171,27 +250,80 @@ func (s *Service) PayBatch(ctx context.Context, walletID string) (*Batch, error)
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		return s.signAndSend(ctx, walletID, ws, prop)
+		s.shortMu.Lock()
+		delete(s.shortAlerted, walletID)
+		s.shortMu.Unlock()
+		b, err := s.signAndSend(ctx, walletID, ws, prop)
+		if err != nil {
+			return nil, 0, err
+		}
+		return b, len(ws), nil
+	}
+	// Alert once per oldest withdrawal, not at every tick while the hot
+	// wallet waits for coins (change of an unconfirmed batch, say).
+	s.shortMu.Lock()
+	seen := s.shortAlerted[walletID] == queued[0].ID
+	s.shortAlerted[walletID] = queued[0].ID
+	s.shortMu.Unlock()
+	if seen {
+		return nil, 0, nil
 	}
 	err = s.db.InTx(ctx, func(tx *store.Tx) error {
 		return s.alert(ctx, tx, walletID, "hot_wallet_short",
-			fmt.Sprintf("the hot wallet cannot fund the oldest queued withdrawal %s of %s sat; it stays queued", queued[0].ID, queued[0].Amount), nil)
+			fmt.Sprintf("the hot wallet cannot fund the oldest queued withdrawal %s of %s sat with confirmed coins; it stays queued", queued[0].ID, queued[0].Amount), nil)
 	})
-	return nil, err
+	return nil, 0, err
 }
 
-func sortByCreated(ws []*Withdrawal) {
-	for i := 1; i < len(ws); i++ {
-		for j := i; j > 0 && ws[j].CreatedAt.Before(ws[j-1].CreatedAt); j-- {
-			ws[j], ws[j-1] = ws[j-1], ws[j]
+// setBatching marks withdrawals as being built into a batch, or no more.
+func (s *Service) setBatching(ws []*Withdrawal, on bool) {
+	s.batchingMu.Lock()
+	defer s.batchingMu.Unlock()
+	for _, w := range ws {
+		if on {
+			s.batching[w.ID] = true
+		} else {
+			delete(s.batching, w.ID)
 		}
 	}
 }
 
+func (s *Service) isBatching(id string) bool {
+	s.batchingMu.Lock()
+	defer s.batchingMu.Unlock()
+	return s.batching[id]
+}
+
+// payable lists up to BatchMaxCount queued withdrawals of the wallet, oldest
+// first, leaving out those of accounts below zero.
+func (s *Service) payable(ctx context.Context, walletID string) ([]*Withdrawal, error) {
+	cols := "w." + strings.ReplaceAll(withdrawalCols, ", ", ", w.")
+	rows, err := s.db.QueryContext(ctx, `SELECT `+cols+` FROM withdrawals w JOIN ledger_accounts a ON a.id = w.account_id
+		WHERE w.wallet_id = $1 AND w.status = 'queued' AND a.balance - a.held >= 0
+		ORDER BY w.created_at, w.id LIMIT $2`, walletID, s.cfg.BatchMaxCount)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Withdrawal
+	for rows.Next() {
+		w, err := scanWithdrawal(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
 // unspendable lists the hot wallet's outputs a batch must not spend:
-// deposits not yet credited (a reorg could take them away).
+// deposits not yet credited (a reorg could take them away), and the inputs
+// of every journaled batch not yet confirmed. The node may not hold such a
+// batch (never accepted, or forgotten by a restart) and its proposal's
+// reservation may have expired, but the batch is rebroadcast until it
+// confirms: a second transaction spending its inputs would conflict with it.
 func (s *Service) unspendable(ctx context.Context, walletID string) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT txid, vout FROM deposits WHERE wallet_id = $1 AND status = 'pending'`, walletID)
 	if err != nil {
@@ -207,7 +339,30 @@ func (s *Service) unspendable(ctx context.Context, walletID string) ([]string, e
 		}
 		out = append(out, fmt.Sprintf("%s:%d", txid, vout))
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	raws, err := s.db.QueryContext(ctx, `SELECT id, raw FROM custody_batches WHERE wallet_id = $1 AND status IN ('signed', 'broadcast')`, walletID)
+	if err != nil {
+		return nil, err
+	}
+	defer raws.Close()
+	for raws.Next() {
+		var id string
+		var raw []byte
+		if err := raws.Scan(&id, &raw); err != nil {
+			return nil, err
+		}
+		var msg wire.MsgTx
+		if err := msg.Deserialize(bytes.NewReader(raw)); err != nil {
+			return nil, fmt.Errorf("ledger: batch %s: journaled transaction unreadable: %w", id, err)
+		}
+		for _, in := range msg.TxIn {
+			out = append(out, in.PreviousOutPoint.String())
+		}
+	}
+	return out, raws.Err()
 }
 
 // proposalRequest asks the wallet for a transaction paying ws at the fee of
@@ -235,7 +390,7 @@ func (s *Service) signAndSend(ctx context.Context, walletID string, ws []*Withdr
 		return nil, s.abandon(ctx, walletID, prop.ID, err)
 	}
 	batchID := newID("bat_")
-	err = s.db.InTx(ctx, func(tx *store.Tx) error {
+	err = s.aloneTx(ctx, func(tx *store.Tx) error {
 		return s.journal(ctx, tx, batchID, walletID, ws, prop, final)
 	})
 	if err != nil {
@@ -295,22 +450,21 @@ func (s *Service) journal(ctx context.Context, tx *store.Tx, batchID, walletID s
 	var legs []leg
 	var total int64
 	taken := map[int]bool{}
+	curs := make([]*Withdrawal, 0, len(ws))
 	for _, w := range ws {
 		cur, err := getWithdrawal(ctx, tx, w.ID)
 		if err != nil {
 			return err
 		}
 		if cur.Status != WithdrawalQueued {
-			return fmt.Errorf("ledger: withdrawal %s became %s while its batch was built", w.ID, cur.Status)
+			return fmt.Errorf("%w: %s is %s", errStaleBatch, w.ID, cur.Status)
 		}
 		vout, err := s.outputFor(final, taken, w)
 		if err != nil {
 			return err
 		}
 		cur.BatchID, cur.Txid, cur.Vout = &batchID, &txid, &vout
-		if err := s.setWithdrawalStatus(ctx, tx, cur, WithdrawalSigned, EventWithdrawalSigned); err != nil {
-			return err
-		}
+		curs = append(curs, cur)
 		gross := int64(cur.Amount + cur.Fee)
 		legs = append(legs, leg{account: cur.AccountID, amount: -gross, release: gross})
 		if cur.Fee > 0 {
@@ -319,8 +473,17 @@ func (s *Service) journal(ctx context.Context, tx *store.Tx, batchID, walletID s
 		total += int64(cur.Amount)
 	}
 	legs = append(legs, leg{account: sys.Inflight, amount: total})
-	_, err = s.post(ctx, tx, postOpts{kind: TransferWithdrawal, ref: batchID}, legs)
-	return err
+	// Accounts first, events last: the event log's lock is then never
+	// held while waiting for an account row (see post).
+	if _, err = s.post(ctx, tx, postOpts{kind: TransferWithdrawal, ref: batchID}, legs); err != nil {
+		return err
+	}
+	for _, cur := range curs {
+		if err := s.setWithdrawalStatus(ctx, tx, cur, WithdrawalSigned, EventWithdrawalSigned); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // outputFor finds the output of final paying w that no other withdrawal
@@ -368,14 +531,17 @@ func (s *Service) broadcastBatch(ctx context.Context, batchID string, final *wir
 		}))
 	}
 	var proposal string
-	err := s.db.InTx(ctx, func(tx *store.Tx) error {
+	sent := false // this call moved the batch from signed to broadcast
+	err := s.aloneTx(ctx, func(tx *store.Tx) error {
 		var status string
+		sent = false
 		if err := tx.QueryRowContext(ctx, `SELECT status, proposal_id FROM custody_batches WHERE id = $1`, batchID).Scan(&status, &proposal); err != nil {
 			return err
 		}
 		if status != BatchSigned {
 			return nil
 		}
+		sent = true
 		if _, err := tx.ExecContext(ctx, `UPDATE custody_batches SET status = 'broadcast', error = '', broadcast_at = $2, updated_at = $2
 			WHERE id = $1`, batchID, now); err != nil {
 			return err
@@ -394,7 +560,7 @@ func (s *Service) broadcastBatch(ctx context.Context, batchID string, final *wir
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil || !sent {
 		return err
 	}
 	return s.wallets.MarkProposalSent(ctx, proposal, final.TxHash().String())
@@ -419,10 +585,14 @@ func (s *Service) batchWithdrawals(ctx context.Context, q querier, batchID strin
 }
 
 // rebroadcast sends every journaled batch the node has not accepted yet, and
-// every broadcast one still unconfirmed (a node restart empties its mempool).
-// Sending the journaled transaction again is harmless.
+// every broadcast one the follower no longer sees in the mempool or a block
+// (a node restart empties its mempool). Sending the journaled transaction
+// again is harmless; batches the follower sees are left alone, so a resend
+// never races with the block confirming them.
 func (s *Service) rebroadcast(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, raw FROM custody_batches WHERE status IN ('signed', 'broadcast') ORDER BY created_at`)
+	rows, err := s.db.QueryContext(ctx, `SELECT b.id, b.raw FROM custody_batches b LEFT JOIN txs t ON t.txid = b.txid
+		WHERE b.status = 'signed' OR (b.status = 'broadcast' AND (t.status IS NULL OR t.status NOT IN ('mempool', 'confirmed')))
+		ORDER BY b.created_at`)
 	if err != nil {
 		return err
 	}
@@ -540,6 +710,22 @@ func (s *Service) batchTxChanged(ctx context.Context, tx *store.Tx, txid string)
 		if live > 0 {
 			return nil
 		}
+		// Failing returns the funds to the customers: do it only on proof
+		// that the payments cannot happen, a confirmed transaction that is
+		// no version of the batch spending one of its inputs.
+		var foreign int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM tx_spends mine
+			JOIN tx_spends other ON other.prev_txid = mine.prev_txid AND other.prev_vout = mine.prev_vout
+			JOIN txs t ON t.txid = other.txid AND t.status = 'confirmed'
+			WHERE mine.txid = $1 AND other.txid NOT IN (SELECT txid FROM custody_batch_txs WHERE batch_id = $2)`,
+			txid, batchID).Scan(&foreign); err != nil {
+			return err
+		}
+		if foreign == 0 {
+			return s.alert(ctx, tx, walletID, "batch_conflicted_unproven",
+				"batch "+batchID+"'s transaction "+txid+" is reported conflicted, but no confirmed transaction is known to spend its inputs; it is left as it is: check it on the node",
+				map[string]any{"batch_id": batchID, "txid": txid})
+		}
 		return s.failBatch(ctx, tx, batchID, walletID, sys, ws, "a transaction not made by Coffer spent the batch's inputs")
 	}
 	return nil
@@ -585,6 +771,9 @@ func (s *Service) BumpBatch(ctx context.Context, batchID string, feeRate int64) 
 	if b.Status != BatchBroadcast && b.Status != BatchSigned {
 		return nil, errorf(ErrInvalidState, "batch %s is %s; only unconfirmed batches can be bumped", batchID, b.Status)
 	}
+	if feeRate <= b.FeeRate || feeRate > maxFeeRate {
+		return nil, errorf(ErrInvalid, "fee_rate must be above the batch's %d sat/vB and at most %d", b.FeeRate, maxFeeRate)
+	}
 	var psbtText string
 	var raw []byte
 	if err := s.db.QueryRowContext(ctx, `SELECT psbt, raw FROM custody_batches WHERE id = $1`, batchID).Scan(&psbtText, &raw); err != nil {
@@ -595,8 +784,10 @@ func (s *Service) BumpBatch(ctx context.Context, batchID string, feeRate int64) 
 		return nil, err
 	}
 	vsize := mempool.GetTxVirtualSize(btcutil.NewTx(&cur))
-	// BIP125: the replacement pays its own relay fee on top (1 sat/vB).
-	newFee := max(feeRate*vsize, b.Fee+vsize)
+	// BIP125: the replacement pays its own relay fee (1 sat/vB) on top of
+	// the old fee. New signatures may be a byte longer: a margin of one
+	// vbyte per input covers that.
+	newFee := max(feeRate*vsize, b.Fee+vsize+int64(len(cur.TxIn)))
 	packet, err := txbuild.DecodePSBT(psbtText)
 	if err != nil {
 		return nil, err

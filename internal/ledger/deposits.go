@@ -364,9 +364,10 @@ func (s *Service) removeDeposit(ctx context.Context, tx *store.Tx, d *Deposit) e
 }
 
 // countConfirmations brings deposits' confirmation counts up to date,
-// credits those that reached the threshold and reverses credited ones that
-// fell below it. disconnected is the height of a block just disconnected
-// (0 if none): credited deposits from it are checked whatever their count.
+// credits those that reached the threshold and reverses credited ones whose
+// block a reorg disconnected. disconnected is the height of a block just
+// disconnected (0 if none): credited deposits from it are checked whatever
+// their count.
 func (s *Service) countConfirmations(ctx context.Context, tx *store.Tx, tip, disconnected int64) error {
 	if disconnected == 0 {
 		disconnected = 1 << 62
@@ -406,7 +407,11 @@ func (s *Service) countConfirmations(ctx context.Context, tx *store.Tx, tip, dis
 			if err := s.creditDeposit(ctx, tx, d); err != nil {
 				return err
 			}
-		case d.Status != DepositPending && conf < s.cfg.Confirmations:
+		case d.Status != DepositPending && bh == nil:
+			// Its block was disconnected: the transaction is back in the
+			// mempool (or about to be found double-spent). A deposit whose
+			// block survives a reorg above it keeps its credit, though its
+			// count dips until the new branch is connected.
 			if err := s.reverseDeposit(ctx, tx, d); err != nil {
 				return err
 			}

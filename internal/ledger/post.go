@@ -58,6 +58,11 @@ type postOpts struct {
 	// reversal may take a customer account below zero; it lowers the
 	// account's floor and flags it.
 	reversal bool
+	// funded keeps every debited account, system accounts included, at or
+	// above zero available: transfers asked for through the API move
+	// existing money and may not create it out of the fees or imports
+	// account.
+	funded bool
 }
 
 // post records a transfer inside tx: it updates each account's balance
@@ -65,6 +70,11 @@ type postOpts struct {
 // by the table's CHECK constraint), writes the postings, and checks they sum
 // to zero per asset. Accounts are updated in id order so concurrent
 // transfers take row locks in one order.
+//
+// Callers append their events after their postings: on PostgreSQL the
+// event log takes a lock held until commit, and a transaction holding it
+// while it waits for an account row deadlocks with one holding the row and
+// waiting for the event log (resolved only after deadlock_timeout).
 func (s *Service) post(ctx context.Context, tx *store.Tx, o postOpts, legs []leg) (*Transfer, error) {
 	merged := map[string]*leg{}
 	for _, l := range legs {
@@ -99,7 +109,7 @@ func (s *Service) post(ctx context.Context, tx *store.Tx, o postOpts, legs []leg
 	sums := map[string]int64{}
 	for _, id := range ids {
 		l := merged[id]
-		q := s.updateBalanceSQL(l.amount < 0, o.reversal)
+		q := s.updateBalanceSQL(l.amount < 0, o.reversal, o.funded)
 		var p Posting
 		var kind string
 		err := tx.QueryRowContext(ctx, q, id, l.amount, l.release, now).Scan(&p.BalanceAfter, &kind, &p.Asset)
@@ -137,7 +147,7 @@ func (s *Service) post(ctx context.Context, tx *store.Tx, o postOpts, legs []leg
 // updateBalanceSQL is the UPDATE that applies one leg and returns the new
 // balance, the account's kind and asset. A debit of a customer account
 // matches no row when it would take the available balance below zero.
-func (s *Service) updateBalanceSQL(debit, reversal bool) string {
+func (s *Service) updateBalanceSQL(debit, reversal, funded bool) string {
 	least, greatest := "LEAST", "GREATEST"
 	if s.db.Dialect() == store.SQLite {
 		least, greatest = "MIN", "MAX"
@@ -147,14 +157,38 @@ func (s *Service) updateBalanceSQL(debit, reversal bool) string {
 	set := `balance = balance + $2, held = held - $3, updated_at = $4, floor = ` +
 		least + `(0, ` + greatest + `(floor, ` + avail + `))`
 	if reversal {
-		set = `balance = balance + $2, held = held - $3, updated_at = $4, floor = ` + least + `(floor, ` + avail + `),
-			flagged = (flagged OR ` + avail + ` < 0)`
+		// Only a customer account is lowered and flagged: the system
+		// accounts (the hot wallet's is always negative) have no floor.
+		set = `balance = balance + $2, held = held - $3, updated_at = $4,
+			floor = CASE WHEN kind = 'customer' THEN ` + least + `(floor, ` + avail + `) ELSE floor END,
+			flagged = (flagged OR (kind = 'customer' AND ` + avail + ` < 0))`
 	}
 	q := `UPDATE ledger_accounts SET ` + set + ` WHERE id = $1`
-	if debit && !reversal {
+	switch {
+	case debit && funded:
+		q += ` AND ` + avail + ` >= 0`
+	case debit && !reversal:
 		q += ` AND (kind <> 'customer' OR ` + avail + ` >= 0)`
 	}
 	return q + ` RETURNING balance, kind, asset`
+}
+
+// lockAccounts takes the row locks of accounts in id order, on PostgreSQL,
+// for a transaction that posts several transfers: their postings then lock
+// no row out of that order. SQLite has one writer at a time: a no-op.
+func lockAccounts(ctx context.Context, tx *store.Tx, ids []string) error {
+	if tx.Dialect() != store.Postgres {
+		return nil
+	}
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `SELECT id FROM ledger_accounts WHERE id = $1 FOR UPDATE`, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkedAdd adds without overflowing.

@@ -15,8 +15,10 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/btcsuite/btcd/wire"
@@ -85,6 +87,20 @@ type Service struct {
 	asset    string
 
 	wakeBatcher chan struct{}
+
+	shortMu      sync.Mutex
+	shortAlerted map[string]string // wallet -> the withdrawal a hot_wallet_short alert named last
+
+	// batching holds the withdrawals a batch is being built for in this
+	// process; CancelWithdrawal refuses them rather than make the batch
+	// start over. (A cancel from another process is caught when the batch
+	// is journaled, and the batch is built again.)
+	batchingMu sync.Mutex
+	batching   map[string]bool
+
+	// txMu: request-path transactions share it, the batcher's take it
+	// alone (see aloneTx).
+	txMu sync.RWMutex
 }
 
 // New returns the service. Call Run to pay withdrawals.
@@ -113,7 +129,7 @@ func New(db *store.DB, params *chain.Params, log *events.Log, wallets *wallet.Se
 	return &Service{
 		db: db, params: params, events: log, wallets: wallets, keys: ks, node: client, follower: f,
 		cfg: cfg, log: logger, asset: strings.ToUpper(string(params.Coin)),
-		wakeBatcher: make(chan struct{}, 1),
+		wakeBatcher: make(chan struct{}, 1), shortAlerted: map[string]string{}, batching: map[string]bool{},
 	}
 }
 
@@ -172,3 +188,36 @@ func tipHeight(ctx context.Context, q querier) (int64, error) {
 }
 
 func unixTime(sec int64) time.Time { return time.Unix(sec, 0).UTC() }
+
+// inTx runs fn in a write transaction of the request path. Concurrent
+// requests moving the same accounts conflict on PostgreSQL (SERIALIZABLE),
+// and a request should not fail because its accounts are busy: when the
+// store's retries run out, inTx goes round again a few times.
+func (s *Service) inTx(ctx context.Context, fn func(tx *store.Tx) error) error {
+	s.txMu.RLock()
+	defer s.txMu.RUnlock()
+	return s.retryTx(ctx, fn)
+}
+
+// aloneTx runs fn while no request-path transaction of this process runs:
+// for the batcher's transactions, which touch the rows of every account
+// with a withdrawal in the batch and would otherwise keep losing to the
+// small transfers that commit while they run (on PostgreSQL) until their
+// retries run out.
+func (s *Service) aloneTx(ctx context.Context, fn func(tx *store.Tx) error) error {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	return s.retryTx(ctx, fn)
+}
+
+func (s *Service) retryTx(ctx context.Context, fn func(tx *store.Tx) error) error {
+	for round := 1; ; round++ {
+		err := s.db.InTx(ctx, fn)
+		if !errors.Is(err, store.ErrConflictUnresolved) || round == txRounds || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// txRounds is how many times inTx runs the store's retrying transaction.
+const txRounds = 4

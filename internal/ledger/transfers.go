@@ -92,7 +92,15 @@ func (s *Service) TransferBatch(ctx context.Context, reqs []TransferRequest, key
 		batchRef := ""
 		if len(reqs) > 1 {
 			batchRef = newID("tb_")
+			ids := make([]string, 0, 2*len(reqs))
+			for _, r := range reqs {
+				ids = append(ids, r.From, r.To)
+			}
+			if err := lockAccounts(ctx, tx, ids); err != nil {
+				return "", err
+			}
 		}
+		walletIDs := make([]string, 0, len(reqs))
 		for i, r := range reqs {
 			from, err := s.movable(ctx, tx, r.From)
 			if err != nil {
@@ -108,7 +116,7 @@ func (s *Service) TransferBatch(ctx context.Context, reqs []TransferRequest, key
 			if from.Asset != to.Asset {
 				return "", errorf(ErrAssetMismatch, "transfer %d: %s holds %s but %s holds %s", i, from.ID, from.Asset, to.ID, to.Asset)
 			}
-			o := postOpts{kind: TransferInternal, ref: batchRef, memo: r.Memo}
+			o := postOpts{kind: TransferInternal, ref: batchRef, memo: r.Memo, funded: true}
 			if i == 0 && key != "" {
 				o.idemKey, o.requestHash = key, hash
 			}
@@ -116,10 +124,14 @@ func (s *Service) TransferBatch(ctx context.Context, reqs []TransferRequest, key
 			if err != nil {
 				return "", err
 			}
-			if err := s.transferEvent(ctx, tx, t, from.WalletID); err != nil {
+			walletIDs = append(walletIDs, from.WalletID)
+			out = append(out, t)
+		}
+		// Events last (see post).
+		for i, t := range out {
+			if err := s.transferEvent(ctx, tx, t, walletIDs[i]); err != nil {
 				return "", err
 			}
-			out = append(out, t)
 		}
 		return out[0].ID, nil
 	}, func(id string) error {
@@ -158,7 +170,7 @@ func (s *Service) TransferLegs(ctx context.Context, req LegsRequest, key string)
 				wallets = append(wallets, a.WalletID)
 			}
 		}
-		t, err := s.post(ctx, tx, postOpts{kind: TransferInternal, memo: req.Memo, idemKey: key, requestHash: hash}, legs)
+		t, err := s.post(ctx, tx, postOpts{kind: TransferInternal, memo: req.Memo, idemKey: key, requestHash: hash, funded: true}, legs)
 		if err != nil {
 			return "", err
 		}
@@ -236,30 +248,29 @@ func (s *Service) transfersFrom(ctx context.Context, id string) ([]*Transfer, er
 
 // idempotent runs do in a transaction unless key already names a record in
 // table (made by an earlier request with the same hash), in which case
-// replay loads that record instead. Two requests racing with one key: the
-// loser's insert violates the unique key, and it replays the winner's.
+// replay loads that record instead. The key is looked up before the write
+// transaction, not in it: on PostgreSQL a read inside a SERIALIZABLE
+// transaction is a predicate lock that every concurrent request writing
+// the table conflicts with. The unique key settles races: two requests
+// racing with one key, the loser's insert violates it, and it replays the
+// winner's.
 func (s *Service) idempotent(ctx context.Context, table, key, hash string,
 	do func(tx *store.Tx) (string, error), replay func(id string) error) error {
 	for attempt := 0; ; attempt++ {
-		var id string
-		found := false
-		err := s.db.InTx(ctx, func(tx *store.Tx) error {
-			var err error
-			if id, found, err = idemLookup(ctx, tx, table, key, hash); err != nil || found {
-				return err
-			}
-			id, err = do(tx)
-			return err
-		})
-		if key != "" && attempt == 0 && store.IsUniqueViolation(err) {
-			continue
-		}
+		id, found, err := idemLookup(ctx, s.db, table, key, hash)
 		if err != nil {
 			return err
 		}
 		if found {
 			return replay(id)
 		}
-		return nil
+		err = s.inTx(ctx, func(tx *store.Tx) error {
+			_, err := do(tx)
+			return err
+		})
+		if key != "" && attempt < 2 && store.IsUniqueViolation(err) {
+			continue
+		}
+		return err
 	}
 }

@@ -121,14 +121,20 @@ func (s *Service) CreateWallet(ctx context.Context, req CreateWalletRequest) (*C
 	if err != nil {
 		return nil, err
 	}
-	reg := wallet.RegisterRequest{Descriptor: desc, Label: req.Label}
-	if imported {
-		h := int64(0)
-		if req.BirthdayHeight != nil {
-			h = *req.BirthdayHeight
+	// An imported seed may have history from its birthday (default the
+	// genesis block); a seed generated now has none, so its wallet needs
+	// no scan of the chain so far.
+	h := int64(0)
+	if req.BirthdayHeight != nil {
+		h = *req.BirthdayHeight
+	} else if !imported {
+		tip, err := tipHeight(ctx, s.db)
+		if err != nil {
+			return nil, err
 		}
-		reg.BirthdayHeight = &h
+		h = max(tip, 0)
 	}
+	reg := wallet.RegisterRequest{Descriptor: desc, Label: req.Label, BirthdayHeight: &h}
 	w, _, err := s.wallets.Register(ctx, reg)
 	if err != nil {
 		return nil, err

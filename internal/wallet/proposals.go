@@ -543,6 +543,11 @@ func (s *Service) Broadcast(ctx context.Context, final *wire.MsgTx) error {
 		if !alreadyKnown(rpcErr) {
 			return errorf(ErrRejected, "the node rejected the transaction: %s (code %d)", rpcErr.Message, rpcErr.Code)
 		}
+		if rpcErr.Code == node.CodeAlreadyInChain {
+			// Mined already: recording it as in the mempool would undo
+			// its confirmation. The follower records it from its block.
+			return nil
+		}
 	}
 	if err := s.follower.AddMempoolTx(ctx, final); err != nil {
 		s.log.Warn("wallet: recording the sent transaction failed; the follower will find it in the mempool",
