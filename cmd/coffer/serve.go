@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/coffer/coffer/internal/amount"
 	"github.com/coffer/coffer/internal/api"
 	"github.com/coffer/coffer/internal/auth"
 	"github.com/coffer/coffer/internal/chain"
@@ -117,10 +116,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		StartHeight: cfg.Follow.StartHeight, MaxReorgDepth: cfg.Follow.MaxReorgDepth,
 		PollInterval: cfg.Follow.PollInterval.D(), Prefetch: cfg.Follow.Prefetch,
 	}, logger)
-	wallets := wallet.New(db, params, log, client, follower, wallet.Config{
-		DefaultGapLimit: cfg.Wallets.GapLimit, ProposalTTL: cfg.Wallets.ProposalTTL.D(),
-		FallbackFeeRate: cfg.Wallets.FallbackFeeRate, FullBlocks: cfg.Wallets.FullBlocks,
-	}, logger)
+	wallets := wallet.New(db, params, log, client, follower, walletConfig(cfg.Wallets), logger)
 	custody, err := newCustody(ctx, cfg, db, params, log, wallets, client, follower, logger)
 	if err != nil {
 		return err
@@ -228,12 +224,7 @@ func newCustody(ctx context.Context, cfg config.Config, db *store.DB, params *ch
 	} else {
 		logger.Warn("custodial wallets are off: set custody.master_key_file or custody.master_key_env to hold keys")
 	}
-	c := cfg.Custody
-	return ledger.New(db, params, log, wallets, ks, client, follower, ledger.Config{
-		Confirmations: c.Confirmations, TrackConfirmations: c.TrackConfirmations,
-		BatchInterval: c.BatchInterval.D(), BatchMaxCount: c.BatchMaxCount, BatchMaxSum: amount.Amount(c.BatchMaxSum),
-		BumpAfter: c.BumpAfter.D(), WithdrawalFee: amount.Amount(c.WithdrawalFee),
-	}, logger), nil
+	return ledger.New(db, params, log, wallets, ks, client, follower, ledgerConfig(cfg.Custody), logger), nil
 }
 
 // configuredKeys is the configured master key source, or nil.
