@@ -131,19 +131,7 @@ func (s *Service) ListAccounts(ctx context.Context, walletID string, f AccountFi
 	args = append(args, f.Limit)
 	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []*Account{}
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanAccount)
 }
 
 // Entry is one posting on an account.

@@ -569,19 +569,7 @@ func (s *Service) broadcastBatch(ctx context.Context, batchID string, final *wir
 // batchWithdrawals loads the withdrawals a batch pays.
 func (s *Service) batchWithdrawals(ctx context.Context, q querier, batchID string) ([]*Withdrawal, error) {
 	rows, err := q.QueryContext(ctx, `SELECT `+withdrawalCols+` FROM withdrawals WHERE batch_id = $1 ORDER BY vout`, batchID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Withdrawal
-	for rows.Next() {
-		w, err := scanWithdrawal(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanWithdrawal)
 }
 
 // rebroadcast sends every journaled batch the node has not accepted yet, and

@@ -160,19 +160,7 @@ func (s *Service) ListDeposits(ctx context.Context, f DepositFilter) ([]*Deposit
 	args = append(args, f.Limit)
 	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []*Deposit{}
-	for rows.Next() {
-		d, err := scanDeposit(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanDeposit)
 }
 
 // AckDeposit marks a credited deposit processed: the application has acted

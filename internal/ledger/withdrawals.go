@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/coffer/coffer/internal/amount"
-	"github.com/coffer/coffer/internal/chain"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/txbuild"
 )
@@ -120,37 +119,7 @@ func (s *Service) ListWithdrawals(ctx context.Context, f WithdrawalFilter) ([]*W
 	args = append(args, f.Limit)
 	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []*Withdrawal{}
-	for rows.Next() {
-		w, err := scanWithdrawal(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
-}
-
-// addressScript decodes an address of this server's network, telling a
-// wrong-network address apart from an invalid one.
-func (s *Service) addressScript(addr string) ([]byte, error) {
-	script, err := s.params.AddressScript(addr)
-	if err == nil {
-		return script, nil
-	}
-	for _, p := range chain.All() {
-		if p.Coin == s.params.Coin && p.Network == s.params.Network {
-			continue
-		}
-		if _, e := p.AddressScript(addr); e == nil {
-			return nil, errorf(ErrWrongNetwork, "%q is a %s address; this server runs %s", addr, p, s.params)
-		}
-	}
-	return nil, errorf(ErrInvalidAddress, "%q is not a valid %s address", addr, s.params)
+	return store.Collect(rows, err, scanWithdrawal)
 }
 
 // RequestWithdrawal holds the amount (plus the configured withdrawal fee) on
@@ -167,7 +136,7 @@ func (s *Service) RequestWithdrawal(ctx context.Context, req WithdrawalRequest, 
 	if req.Amount <= 0 {
 		return nil, errorf(ErrInvalidAmount, "amount must be positive")
 	}
-	script, err := s.addressScript(req.Address)
+	script, err := s.wallets.AddressScript(req.Address)
 	if err != nil {
 		return nil, err
 	}

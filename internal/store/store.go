@@ -227,3 +227,22 @@ func (db *DB) runTx(ctx context.Context, fn func(*Tx) error) (err error) {
 	}
 	return nil
 }
+
+// Collect reads every row of a query with scan and closes the rows: pass it
+// a QueryContext's two results. It returns an empty, non-nil slice when
+// there are no rows, so lists encode as [] in JSON.
+func Collect[T any](rows *sql.Rows, err error, scan func(interface{ Scan(...any) error }) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

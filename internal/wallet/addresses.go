@@ -242,7 +242,7 @@ func (s *Service) CheckAddresses(ctx context.Context, walletID string, addrs []s
 	}
 	scripts := make([][]byte, len(addrs))
 	for i, a := range addrs {
-		script, err := s.addressScript(a)
+		script, err := s.AddressScript(a)
 		if err != nil {
 			return nil, err
 		}
@@ -279,9 +279,9 @@ func (s *Service) CheckAddresses(ctx context.Context, walletID string, addrs []s
 	return out, nil
 }
 
-// addressScript decodes an address of the server's network, telling a
+// AddressScript decodes an address of the server's network, telling a
 // wrong-network address from a malformed one.
-func (s *Service) addressScript(addr string) ([]byte, error) {
+func (s *Service) AddressScript(addr string) ([]byte, error) {
 	script, err := s.params.AddressScript(addr)
 	if err == nil {
 		return script, nil

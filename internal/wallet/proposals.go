@@ -144,7 +144,7 @@ func (s *Service) buildRequest(ctx context.Context, req ProposalRequest) (txbuil
 		return b, errorf(ErrInvalid, "at most 1000 outputs per proposal")
 	}
 	for i, o := range req.Outputs {
-		script, err := s.addressScript(o.Address)
+		script, err := s.AddressScript(o.Address)
 		if err != nil {
 			return b, fmt.Errorf("outputs[%d]: %w", i, err)
 		}
@@ -154,7 +154,7 @@ func (s *Service) buildRequest(ctx context.Context, req ProposalRequest) (txbuil
 		b.Outputs = append(b.Outputs, txbuild.Output{Script: script, Value: int64(o.Amount)})
 	}
 	if req.SendAllTo != "" {
-		script, err := s.addressScript(req.SendAllTo)
+		script, err := s.AddressScript(req.SendAllTo)
 		if err != nil {
 			return b, fmt.Errorf("send_all_to: %w", err)
 		}
