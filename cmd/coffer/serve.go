@@ -115,15 +115,25 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	follower := follow.New(db, client, params, log, follow.Config{
 		StartHeight: cfg.Follow.StartHeight, MaxReorgDepth: cfg.Follow.MaxReorgDepth,
 		PollInterval: cfg.Follow.PollInterval.D(), Prefetch: cfg.Follow.Prefetch,
+		ConfirmationsMax: cfg.Follow.ConfirmationsMax,
 	}, logger)
-	wallets := wallet.New(db, params, log, client, follower, walletConfig(cfg.Wallets), logger)
+	walletCfg := walletConfig(cfg.Wallets)
+	walletCfg.ConfirmationsMax = cfg.Follow.ConfirmationsMax
+	wallets := wallet.New(db, params, log, client, follower, walletCfg, logger)
 	custody, err := newCustody(ctx, cfg, db, params, log, wallets, client, follower, logger)
 	if err != nil {
 		return err
 	}
 	follower.SetWatcher(follow.Watchers{wallets, custody})
 	hub := wshub.New(log, db, wshub.Config{}, logger)
-	hooks := webhook.New(db, log, webhookConfig(cfg.Webhooks), logger)
+	hooks := webhook.New(db, log, webhookConfig(cfg.Webhooks, cfg.Hooks), logger)
+	if err := hooks.SyncScript(ctx); err != nil {
+		return fmt.Errorf("script hook: %w", err)
+	}
+	if cfg.Hooks.Command != "" {
+		logger.Info("script hook configured", "command", cfg.Hooks.Command, "event_types", []string(cfg.Hooks.EventTypes),
+			"endpoint", webhook.ScriptEndpointID)
+	}
 	handler := api.NewServer(api.Deps{
 		DB: db, Events: log, Node: client, Version: Version(),
 		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
@@ -241,10 +251,11 @@ func configuredKeys(c config.Custody) keys.Provider {
 // webhookConfig is the webhook service's configuration. The configuration
 // file's 0s means "never" for disable_after and "at once" for
 // secret_overlap, which the service spells as a negative duration (its zero
-// means the default).
-func webhookConfig(c config.Webhooks) webhook.Config {
+// means the default). The hooks section is the script hook.
+func webhookConfig(c config.Webhooks, h config.Hooks) webhook.Config {
 	wc := webhook.Config{Timeout: c.Timeout.D(), DisableAfter: c.DisableAfter.D(), SecretOverlap: c.SecretOverlap.D(),
-		MaxConcurrency: c.MaxConcurrency}
+		MaxConcurrency: c.MaxConcurrency,
+		Script:         webhook.Script{Command: h.Command, EventTypes: h.EventTypes, Timeout: h.Timeout.D()}}
 	for _, d := range c.Schedule {
 		wc.Schedule = append(wc.Schedule, d.D())
 	}

@@ -30,6 +30,7 @@ type Config struct {
 	Wallets  Wallets  `yaml:"wallets"`
 	Custody  Custody  `yaml:"custody"`
 	Webhooks Webhooks `yaml:"webhooks"`
+	Hooks    Hooks    `yaml:"hooks"`
 	API      API      `yaml:"api"`
 	Log      Log      `yaml:"log"`
 }
@@ -65,6 +66,9 @@ type Follow struct {
 	PollInterval  Duration `yaml:"poll_interval"`
 	Prefetch      int      `yaml:"prefetch"`
 	ReadyLag      int64    `yaml:"ready_lag"` // /readyz fails beyond this many blocks behind
+	// ConfirmationsMax: tx.confirmed is repeated once per block up to this
+	// many confirmations.
+	ConfirmationsMax int64 `yaml:"confirmations_max"`
 }
 
 // Wallets tunes the watch-only wallet service.
@@ -111,6 +115,26 @@ const (
 	maxWebhookSecretOverlap = 30 * 24 * time.Hour
 	maxWebhookAttempts      = 100
 	maxWebhookRetryDelay    = 7 * 24 * time.Hour
+)
+
+// Hooks configures the script hook: a command run per event, retried on the
+// webhook schedule.
+type Hooks struct {
+	// Command is the absolute path of an executable run (with no shell and
+	// no arguments) per event; empty: no script hook.
+	Command string `yaml:"command"`
+	// EventTypes filters by type like a webhook endpoint's event_types
+	// ("deposit.*", "tx.confirmed"); empty: every type. Written as a YAML
+	// list or, as the environment variable takes it, a comma-separated
+	// string.
+	EventTypes Strings  `yaml:"event_types"`
+	Timeout    Duration `yaml:"timeout"` // a run that has not exited by then is killed and fails
+}
+
+// Limits of the hooks section.
+const (
+	maxHookTimeout    = time.Hour
+	maxHookEventTypes = 100
 )
 
 // API configures the HTTP server.
@@ -183,6 +207,35 @@ func parseDurations(s string) (Durations, error) {
 	return ds, nil
 }
 
+// Strings is a list of strings: a YAML sequence or a comma-separated string,
+// as environment variables give it. Items are trimmed; empty ones dropped.
+type Strings []string
+
+// UnmarshalYAML reads a sequence of strings or a comma-separated string.
+func (ss *Strings) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*ss = parseStrings(n.Value)
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*ss = list
+	return nil
+}
+
+// parseStrings splits a comma-separated list; a blank string is no list.
+func parseStrings(s string) Strings {
+	var out Strings
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
 // Default returns the embedded defaults: BTC regtest with SQLite in ./coffer-data
 // and a local btcd.
 func Default() Config {
@@ -192,14 +245,16 @@ func Default() Config {
 		Chain:    Chain{Coin: "btc", Network: "regtest"},
 		Node: Node{URL: "http://127.0.0.1:18334", User: "coffer", Password: "coffer",
 			Timeout: Duration(30 * time.Second), Retries: 3},
-		Follow:  Follow{MaxReorgDepth: 100, PollInterval: Duration(time.Second), Prefetch: 8, ReadyLag: 2},
+		Follow: Follow{MaxReorgDepth: 100, PollInterval: Duration(time.Second), Prefetch: 8, ReadyLag: 2,
+			ConfirmationsMax: 6},
 		Wallets: Wallets{GapLimit: 20, ProposalTTL: Duration(15 * time.Minute), FallbackFeeRate: 10},
 		Custody: Custody{Confirmations: 6, TrackConfirmations: 100, BatchInterval: Duration(time.Minute),
 			BatchMaxCount: 250, BumpAfter: Duration(2 * time.Hour)},
 		Webhooks: Webhooks{Timeout: Duration(15 * time.Second), DisableAfter: Duration(5 * 24 * time.Hour),
 			SecretOverlap: Duration(24 * time.Hour), MaxConcurrency: 32},
-		API: API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
-		Log: Log{Level: "info", Format: "text"},
+		Hooks: Hooks{Timeout: Duration(30 * time.Second)},
+		API:   API{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(15 * time.Second)},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -296,6 +351,10 @@ func setField(v reflect.Value, s string) error {
 			return err
 		}
 		v.Set(reflect.ValueOf(ds))
+		return nil
+	}
+	if v.Type() == reflect.TypeOf(Strings(nil)) {
+		v.Set(reflect.ValueOf(parseStrings(s)))
 		return nil
 	}
 	if v.Type() == reflect.TypeOf(Duration(0)) {
@@ -409,6 +468,9 @@ func (c Config) Validate() error {
 	if c.Follow.ReadyLag < 0 {
 		return bad("follow.ready_lag", "must not be negative, got %d", c.Follow.ReadyLag)
 	}
+	if c.Follow.ConfirmationsMax < 1 || c.Follow.ConfirmationsMax > 1000 {
+		return bad("follow.confirmations_max", "must be between 1 and 1000, got %d", c.Follow.ConfirmationsMax)
+	}
 	if d := c.Webhooks.Timeout.D(); d < 100*time.Millisecond || d > maxWebhookTimeout {
 		return bad("webhooks.timeout", "must be between 100ms and %s, got %s", maxWebhookTimeout, d)
 	}
@@ -429,6 +491,9 @@ func (c Config) Validate() error {
 			return bad("webhooks.schedule", "delay %d must be between 0s and %s, got %s", i+1, maxWebhookRetryDelay, d.D())
 		}
 	}
+	if err := c.Hooks.validate(); err != nil {
+		return err
+	}
 	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 		return bad("api.listen", "must be host:port, got %q", c.API.Listen)
 	}
@@ -446,4 +511,54 @@ func (c Config) Validate() error {
 		return bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	return nil
+}
+
+// validate checks the hooks section. The command must exist and be
+// executable when the configuration is loaded, so a typo stops coffer serve
+// at start instead of failing every event.
+func (h Hooks) validate() error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("config: hooks.%s: %s", key, fmt.Sprintf(format, args...))
+	}
+	if d := h.Timeout.D(); d < 100*time.Millisecond || d > maxHookTimeout {
+		return bad("timeout", "must be between 100ms and %s, got %s", maxHookTimeout, d)
+	}
+	if len(h.EventTypes) > maxHookEventTypes {
+		return bad("event_types", "may hold at most %d patterns, got %d", maxHookEventTypes, len(h.EventTypes))
+	}
+	for _, p := range h.EventTypes {
+		if !validTypePattern(p) {
+			return bad("event_types", "%q is not an event type or a prefix ending in *: use lowercase letters, digits, '.', '_' and '-', like deposit.credited or deposit.*", p)
+		}
+	}
+	if h.Command == "" {
+		return nil
+	}
+	if !filepath.IsAbs(h.Command) {
+		return bad("command", "must be an absolute path (it is run without a shell or PATH lookup), got %q", h.Command)
+	}
+	fi, err := os.Stat(h.Command)
+	switch {
+	case err != nil:
+		return bad("command", "%v", err)
+	case !fi.Mode().IsRegular():
+		return bad("command", "%s is not a regular file", h.Command)
+	case fi.Mode().Perm()&0o111 == 0:
+		return bad("command", "%s is not executable (mode %s): chmod +x it", h.Command, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// validTypePattern is the webhook package's event type pattern syntax: a
+// type, or a prefix ending in "*".
+func validTypePattern(p string) bool {
+	if p == "" || len(p) > 100 {
+		return false
+	}
+	for _, c := range strings.TrimSuffix(p, "*") {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

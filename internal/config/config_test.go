@@ -49,6 +49,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"follow:\n  poll_interval: soon\n", "", "soon"},
 		{"folow:\n  start_height: 1\n", "", "folow"},
 		{"", "COFFER_FOLLOW_PREFETCH=lots", "follow.prefetch"},
+		{"", "COFFER_FOLLOW_CONFIRMATIONS_MAX=0", "follow.confirmations_max"},
+		{"follow:\n  confirmations_max: 1001\n", "", "follow.confirmations_max"},
 		{"", "COFFER_NODE_URL=127.0.0.1:1", "node.url"},
 		{"", "COFFER_API_LISTEN=8080", "api.listen"},
 		{"", "COFFER_LOG_LEVEL=loud", "log.level"},
@@ -56,6 +58,13 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"", "COFFER_WALLETS_FULL_BLOCKS=maybe", "wallets.full_blocks"},
 		{"", "COFFER_CUSTODY_CONFIRMATIONS=0", "custody.confirmations"},
 		{"custody:\n  master_key_file: a\n  master_key_env: B\n", "", "custody.master_key_file"},
+		{"hooks:\n  timeout: 0s\n", "", "hooks.timeout"},
+		{"", "COFFER_HOOKS_TIMEOUT=2h", "hooks.timeout"},
+		{"", "COFFER_HOOKS_EVENT_TYPES=deposit.*,Tx", "hooks.event_types"},
+		{"hooks:\n  event_types: [\"a b\"]\n", "", "hooks.event_types"},
+		{"", "COFFER_HOOKS_COMMAND=hook.sh", "hooks.command"},
+		{"", "COFFER_HOOKS_COMMAND=" + filepath.Join(dir, "missing"), "hooks.command"},
+		{"", "COFFER_HOOKS_COMMAND=" + dir, "hooks.command"},
 		{"webhooks:\n  timeout: 0s\n", "", "webhooks.timeout"},
 		{"", "COFFER_WEBHOOKS_TIMEOUT=11m", "webhooks.timeout"},
 		{"", "COFFER_WEBHOOKS_TIMEOUT=soon", "webhooks.timeout"},
@@ -144,5 +153,52 @@ func TestWebhooks(t *testing.T) {
 func TestEnvNames(t *testing.T) {
 	if got := EnvName("database.dsn"); got != "COFFER_DATABASE_DSN" {
 		t.Fatal(got)
+	}
+}
+
+func TestConfirmationsMax(t *testing.T) {
+	cfg, err := Load("", nil)
+	if err != nil || cfg.Follow.ConfirmationsMax != 6 {
+		t.Fatalf("default follow.confirmations_max %d, %v", cfg.Follow.ConfirmationsMax, err)
+	}
+	cfg, err = Load("", []string{"COFFER_FOLLOW_CONFIRMATIONS_MAX=1000"})
+	if err != nil || cfg.Follow.ConfirmationsMax != 1000 {
+		t.Fatalf("env follow.confirmations_max %d, %v", cfg.Follow.ConfirmationsMax, err)
+	}
+}
+
+func TestHooks(t *testing.T) {
+	cfg, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Hooks{Timeout: Duration(30 * time.Second)}); !reflect.DeepEqual(cfg.Hooks, want) {
+		t.Fatalf("defaults %+v, want %+v", cfg.Hooks, want)
+	}
+	dir := t.TempDir()
+	script := filepath.Join(dir, "hook.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755)
+	plain := filepath.Join(dir, "plain.sh")
+	os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644)
+	path := filepath.Join(dir, "c.yaml")
+	os.WriteFile(path, []byte("hooks:\n  command: "+script+"\n  event_types: [deposit.*, tx.confirmed]\n  timeout: 5s\n"), 0o600)
+	cfg, err = Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Hooks{Command: script, EventTypes: Strings{"deposit.*", "tx.confirmed"}, Timeout: Duration(5 * time.Second)}
+	if !reflect.DeepEqual(cfg.Hooks, want) {
+		t.Fatalf("file: %+v, want %+v", cfg.Hooks, want)
+	}
+	cfg, err = Load(path, []string{"COFFER_HOOKS_EVENT_TYPES= alert , withdrawal.* ,"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.Hooks.EventTypes, Strings{"alert", "withdrawal.*"}) {
+		t.Fatalf("env: %+v", cfg.Hooks)
+	}
+	_, err = Load(path, []string{"COFFER_HOOKS_COMMAND=" + plain})
+	if err == nil || !strings.Contains(err.Error(), "hooks.command") || !strings.Contains(err.Error(), "not executable") {
+		t.Fatalf("non-executable command: %v", err)
 	}
 }

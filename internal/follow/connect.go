@@ -173,6 +173,9 @@ func (f *Follower) connect(ctx context.Context, b fetchedBlock) error {
 		if err := setCursor(ctx, tx, b.height, b.hash, now); err != nil {
 			return err
 		}
+		if err := f.repeatConfirmed(ctx, tx, b.height); err != nil {
+			return err
+		}
 		// Watchers see the new tip (confirmations, maturity).
 		if err := f.notify(ctx, tx, Change{Connected: b.height, Txids: append(txids(relevant), conflicted...)}); err != nil {
 			return err
@@ -284,6 +287,13 @@ func (f *Follower) recordTx(ctx context.Context, tx *store.Tx, r *relevantTx, st
 	data := map[string]any{"txid": r.txid, "status": status}
 	if b != nil {
 		data["block_height"], data["block_hash"] = b.height, b.hash
+		// A connected block is the tip; an imported one lies at or below
+		// the cursor.
+		tip := b.height
+		if f.cursor != nil && f.cursor.height > tip {
+			tip = f.cursor.height
+		}
+		data["confirmations"] = tip - b.height + 1
 	}
 	if isNew || status == "mempool" {
 		if _, err := f.events.Append(ctx, tx, events.TxSeen, "", data); err != nil {
@@ -291,6 +301,43 @@ func (f *Follower) recordTx(ctx context.Context, tx *store.Tx, r *relevantTx, st
 		}
 	}
 	if status == "confirmed" {
+		if _, err := f.events.Append(ctx, tx, events.TxConfirmed, "", data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// repeatConfirmed emits tx.confirmed again, with its new confirmations, for
+// every tracked transaction that block tip takes to between 2 and
+// ConfirmationsMax confirmations (recordTx emits the first, at 1). The
+// query reads the txs_block_height index: a few rows per block.
+func (f *Follower) repeatConfirmed(ctx context.Context, tx *store.Tx, tip int64) error {
+	if f.cfg.ConfirmationsMax < 2 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT txid, block_height, block_hash FROM txs
+		WHERE status = 'confirmed' AND block_height BETWEEN $1 AND $2
+		ORDER BY block_height DESC, block_pos`, tip-f.cfg.ConfirmationsMax+1, tip-1)
+	if err != nil {
+		return err
+	}
+	var reps []map[string]any
+	for rows.Next() {
+		var txid, hash string
+		var height int64
+		if err := rows.Scan(&txid, &height, &hash); err != nil {
+			rows.Close()
+			return err
+		}
+		reps = append(reps, map[string]any{"txid": txid, "status": "confirmed", "block_height": height,
+			"block_hash": hash, "confirmations": tip - height + 1})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, data := range reps {
 		if _, err := f.events.Append(ctx, tx, events.TxConfirmed, "", data); err != nil {
 			return err
 		}

@@ -25,6 +25,9 @@ type Config struct {
 	MaxReorgDepth int64         // a deeper reorg halts the follower
 	PollInterval  time.Duration // how often the node's tip is checked
 	Prefetch      int           // blocks fetched concurrently while catching up
+	// ConfirmationsMax is how many confirmations tx.confirmed is repeated
+	// up to, once per connected block; 6 when zero.
+	ConfirmationsMax int64
 }
 
 // ErrReorgTooDeep halts the follower: the node's chain forked from ours deeper
@@ -101,6 +104,9 @@ func New(db *store.DB, client *node.Client, params *chain.Params, log *events.Lo
 	}
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = 8
+	}
+	if cfg.ConfirmationsMax <= 0 {
+		cfg.ConfirmationsMax = 6
 	}
 	if logger == nil {
 		logger = slog.Default()

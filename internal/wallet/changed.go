@@ -39,6 +39,11 @@ func (s *Service) Changed(ctx context.Context, tx *store.Tx, c follow.Change) er
 			}
 		}
 	}
+	if c.Connected > 0 && !c.Imported {
+		if err := s.repeatConfirmed(ctx, tx, c.Connected); err != nil {
+			return err
+		}
+	}
 	if c.Connected > 0 {
 		// Coinbase outputs that mature with this block change balances.
 		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT w.wallet_id FROM txs t JOIN wallet_txs w ON w.txid = t.txid
@@ -61,6 +66,52 @@ func (s *Service) Changed(ctx context.Context, tx *store.Tx, c follow.Change) er
 	}
 	for id := range touched {
 		if err := s.announceBalance(ctx, tx, id, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// repeatConfirmed emits tx.confirmed again, with its new confirmations, for
+// every wallet transaction that block tip takes to between 2 and
+// ConfirmationsMax confirmations (the first, at 1, comes from txChanged).
+// Wallets still recovering history stay quiet, as for balance.changed. One
+// query on txs' block_height index and wallet_txs' txid index: its cost
+// follows the transactions in the last few blocks, not the wallets' history.
+func (s *Service) repeatConfirmed(ctx context.Context, tx *store.Tx, tip int64) error {
+	if s.cfg.ConfirmationsMax < 2 {
+		return nil
+	}
+	type repeat struct {
+		walletID, txid string
+		received, sent int64
+		height         int64
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT w.wallet_id, w.txid, w.received, w.sent, t.block_height
+		FROM txs t JOIN wallet_txs w ON w.txid = t.txid JOIN wallets ws ON ws.id = w.wallet_id
+		WHERE t.status = 'confirmed' AND t.block_height BETWEEN $1 AND $2 AND w.status = 'confirmed' AND ws.status = $3
+		ORDER BY t.block_height DESC, t.block_pos, w.wallet_id`, tip-s.cfg.ConfirmationsMax+1, tip-1, StatusReady)
+	if err != nil {
+		return err
+	}
+	var reps []repeat
+	for rows.Next() {
+		var r repeat
+		if err := rows.Scan(&r.walletID, &r.txid, &r.received, &r.sent, &r.height); err != nil {
+			rows.Close()
+			return err
+		}
+		reps = append(reps, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range reps {
+		data := map[string]any{"txid": r.txid, "status": "confirmed", "received": amount.Amount(r.received),
+			"sent": amount.Amount(r.sent), "net": amount.Amount(r.received - r.sent),
+			"block_height": r.height, "confirmations": tip - r.height + 1}
+		if _, err := s.events.Append(ctx, tx, events.TxConfirmed, r.walletID, data); err != nil {
 			return err
 		}
 	}
@@ -187,6 +238,9 @@ func (s *Service) txChanged(ctx context.Context, tx *store.Tx, txid string, tip,
 			"sent": amount.Amount(e.sent), "net": amount.Amount(e.received - e.sent)}
 		if height.Valid {
 			data["block_height"] = height.Int64
+		}
+		if status == "confirmed" && height.Valid {
+			data["confirmations"] = tip - height.Int64 + 1
 		}
 		if _, err := s.events.Append(ctx, tx, txEventType(isNew, prev, status), id, data); err != nil {
 			return err

@@ -30,6 +30,10 @@ type Config struct {
 	// FullBlocks makes history recovery read every block even when the node
 	// serves compact block filters.
 	FullBlocks bool
+	// ConfirmationsMax is how many confirmations a transaction's
+	// tx.confirmed event is repeated up to, once per connected block; 6
+	// when zero.
+	ConfirmationsMax int64
 }
 
 // Follower is the chain follower the service extends. *follow.Follower
@@ -72,6 +76,9 @@ func New(db *store.DB, params *chain.Params, log *events.Log, client *node.Clien
 	}
 	if cfg.FallbackFeeRate <= 0 {
 		cfg.FallbackFeeRate = 10
+	}
+	if cfg.ConfirmationsMax <= 0 {
+		cfg.ConfirmationsMax = 6
 	}
 	if logger == nil {
 		logger = slog.Default()

@@ -292,8 +292,10 @@ func (s *Service) heads(ctx context.Context) ([]head, error) {
 // claim is a leased delivery, ready to send.
 type claim struct {
 	delivery, event int64
-	attempt         int // the number of the attempt about to be made, from 1
-	endpoint, url   string
+	attempt         int    // the number of the attempt about to be made, from 1
+	endpoint, url   string // url: the command's path for the script hook
+	eventType       string
+	wallet          string // the event's wallet id; "" if none
 	secrets         [][]byte
 	body            []byte
 }
@@ -369,7 +371,7 @@ func (s *Service) claimIn(ctx context.Context, tx *store.Tx, endpoint string) (*
 		  AND next_attempt_ms <= $4 AND (locked_until_ms IS NULL OR locked_until_ms < $4)
 		  AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $3 AND enabled)
 		RETURNING id, event_id, attempts`,
-		s.cfg.Instance, now+(s.cfg.Timeout+s.cfg.LeaseMargin).Milliseconds(), endpoint, now).Scan(&id, &event, &attempts)
+		s.cfg.Instance, now+(s.attemptTimeout(endpoint)+s.cfg.LeaseMargin).Milliseconds(), endpoint, now).Scan(&id, &event, &attempts)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -390,6 +392,7 @@ func (s *Service) claimIn(ctx context.Context, tx *store.Tx, endpoint string) (*
 		return nil, fmt.Errorf("webhook: loading event %d: %w", event, err)
 	}
 	ev.Data = json.RawMessage(data)
+	c.eventType, c.wallet = ev.Type, ev.WalletID
 	if c.body, err = json.Marshal(ev); err != nil {
 		return nil, err
 	}
@@ -455,6 +458,9 @@ type result struct {
 
 // send makes one attempt.
 func (s *Service) send(ctx context.Context, c *claim) result {
+	if c.endpoint == ScriptEndpointID {
+		return s.runScript(ctx, c)
+	}
 	start := time.Now()
 	r := result{at: start}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)

@@ -222,8 +222,13 @@ func (s *Service) fillSecrets(ctx context.Context, es []*Endpoint) error {
 	return rows.Err()
 }
 
-// Update changes an endpoint; see EndpointUpdate.
+// Update changes an endpoint; see EndpointUpdate. The script hook's
+// command and event types come from the configuration and it has no
+// secret: Update refuses to change them.
 func (s *Service) Update(ctx context.Context, id string, r EndpointUpdate) (*Endpoint, error) {
+	if id == ScriptEndpointID && (r.URL != nil || r.EventTypes != nil || r.RotateSecret) {
+		return nil, errorf(ErrInvalid, "%s is the script hook: its command and event types are set by hooks.command and hooks.event_types in the configuration, and it has no secret; only enabled, wallet_id and description can be changed here", id)
+	}
 	var sets []string
 	var args []any
 	set := func(col string, v any) {
@@ -334,8 +339,12 @@ func (s *Service) Update(ctx context.Context, id string, r EndpointUpdate) (*End
 }
 
 // Delete removes an endpoint with its secrets, deliveries and attempts log.
-// An attempt in flight finishes but is not recorded.
+// An attempt in flight finishes but is not recorded. The script hook's
+// endpoint (ScriptEndpointID) is not deleted: the configuration owns it.
 func (s *Service) Delete(ctx context.Context, id string) error {
+	if id == ScriptEndpointID {
+		return errorf(ErrInvalid, "%s is the script hook: unset hooks.command in the configuration to stop it (it is then disabled and its log kept), or PATCH it {\"enabled\": false}", id)
+	}
 	return s.db.InTx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_attempts WHERE delivery_id IN
 			(SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)`, id); err != nil {

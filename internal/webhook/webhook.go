@@ -119,6 +119,10 @@ type Config struct {
 	// other instances or falling due (default 1 s). Work queued by this
 	// instance starts at once.
 	PollInterval time.Duration
+	// Script is the script hook; SyncScript applies it to the database.
+	// Its Timeout replaces Timeout for the script hook's attempts and
+	// lease. Instances sharing a database should configure it alike.
+	Script Script
 }
 
 // Error kinds. They map to HTTP answers through the api package.
@@ -183,6 +187,10 @@ func New(db *store.DB, log *events.Log, cfg Config, logger *slog.Logger) *Servic
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
+	if cfg.Script.Timeout <= 0 {
+		cfg.Script.Timeout = DefaultScriptTimeout
+	}
+	cfg.Script.EventTypes = append([]string(nil), cfg.Script.EventTypes...)
 	client := cfg.Client
 	if client == nil {
 		client = DefaultClient()

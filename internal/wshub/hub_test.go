@@ -145,6 +145,15 @@ func TestWalletPushes(t *testing.T) {
 		if m := a.expect("new-tx"); m.EventID != first || m.EventType != "tx.confirmed" {
 			t.Fatalf("tx first seen in a block: %s", m.raw)
 		}
+		// Its repeats, one per block with more confirmations, are updates.
+		for n := 2; n <= 3; n++ {
+			data := txData("aa02", "confirmed", 1)
+			data["confirmations"] = n
+			again := e.appendEvent(events.TxConfirmed, "wallet-a", data)
+			if m := a.expect("update-tx"); m.EventID != again || !strings.Contains(string(m.Data), fmt.Sprintf(`"confirmations":%d`, n)) {
+				t.Fatalf("repeated tx.confirmed: %s", m.raw)
+			}
+		}
 		// A dropped transaction that comes back to the mempool is an update.
 		e.appendEvent(events.TxSeen, "wallet-a", txData("aa03", "mempool", 2))
 		a.expect("new-tx")
