@@ -476,5 +476,6 @@ func ledgerConfig(c config.Custody) ledger.Config {
 		Confirmations: c.Confirmations, TrackConfirmations: c.TrackConfirmations,
 		BatchInterval: c.BatchInterval.D(), BatchMaxCount: c.BatchMaxCount, BatchMaxSum: amount.Amount(c.BatchMaxSum),
 		BumpAfter: c.BumpAfter.D(), WithdrawalFee: amount.Amount(c.WithdrawalFee),
+		CustomerPaysNetworkFee: c.FeePayer == "customer", MaxNetworkFeeShare: amount.Amount(c.MaxNetworkFeeShare),
 	}
 }

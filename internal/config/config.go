@@ -94,6 +94,11 @@ type Custody struct {
 	BatchMaxSum        int64    `yaml:"batch_max_sum"`       // pay at once when this many satoshis are queued (0: off)
 	BumpAfter          Duration `yaml:"bump_after"`          // fee-bump a batch unconfirmed this long (0: never)
 	WithdrawalFee      int64    `yaml:"withdrawal_fee"`      // satoshis charged per withdrawal to the customer
+	// FeePayer says who pays the network fee of withdrawal batches: the
+	// service (the fees account) or the customer (each withdrawal its even
+	// share, at most MaxNetworkFeeShare, which is held at request).
+	FeePayer           string `yaml:"fee_payer"`
+	MaxNetworkFeeShare int64  `yaml:"max_network_fee_share"`
 }
 
 // Webhooks tunes webhook delivery.
@@ -249,7 +254,7 @@ func Default() Config {
 			ConfirmationsMax: 6},
 		Wallets: Wallets{GapLimit: 20, ProposalTTL: Duration(15 * time.Minute), FallbackFeeRate: 10},
 		Custody: Custody{Confirmations: 6, TrackConfirmations: 100, BatchInterval: Duration(time.Minute),
-			BatchMaxCount: 250, BumpAfter: Duration(2 * time.Hour)},
+			BatchMaxCount: 250, BumpAfter: Duration(2 * time.Hour), FeePayer: "service", MaxNetworkFeeShare: 10_000},
 		Webhooks: Webhooks{Timeout: Duration(15 * time.Second), DisableAfter: Duration(5 * 24 * time.Hour),
 			SecretOverlap: Duration(24 * time.Hour), MaxConcurrency: 32},
 		Hooks: Hooks{Timeout: Duration(30 * time.Second)},
@@ -452,6 +457,12 @@ func (c Config) Validate() error {
 	}
 	if c.Custody.BatchMaxCount < 1 || c.Custody.BatchMaxCount > 2000 {
 		return bad("custody.batch_max_count", "must be between 1 and 2000, got %d", c.Custody.BatchMaxCount)
+	}
+	if c.Custody.FeePayer != "service" && c.Custody.FeePayer != "customer" {
+		return bad("custody.fee_payer", "must be service or customer, got %q", c.Custody.FeePayer)
+	}
+	if c.Custody.MaxNetworkFeeShare < 0 {
+		return bad("custody.max_network_fee_share", "must not be negative, got %d", c.Custody.MaxNetworkFeeShare)
 	}
 	if c.Custody.BatchMaxSum < 0 || c.Custody.WithdrawalFee < 0 || c.Custody.BumpAfter < 0 {
 		return bad("custody", "batch_max_sum, withdrawal_fee and bump_after must not be negative")

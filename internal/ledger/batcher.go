@@ -13,6 +13,7 @@ import (
 	"github.com/btcsuite/btcd/btcutil/psbt"
 	"github.com/btcsuite/btcd/mempool"
 	"github.com/btcsuite/btcd/wire"
+	"github.com/coffer/coffer/internal/amount"
 	"github.com/coffer/coffer/internal/keys"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/txbuild"
@@ -464,9 +465,17 @@ func (s *Service) journal(ctx context.Context, tx *store.Tx, batchID, walletID s
 			return err
 		}
 		cur.BatchID, cur.Txid, cur.Vout = &batchID, &txid, &vout
+		held := int64(cur.Amount + cur.Fee)
+		if s.cfg.CustomerPaysNetworkFee {
+			// Held: the withdrawal fee plus the largest share; charged:
+			// the withdrawal fee plus this withdrawal's share.
+			maxShare := int64(s.cfg.MaxNetworkFeeShare)
+			share := min(feeShare(int64(prop.Fee), len(ws), len(curs)), maxShare)
+			cur.Fee = amount.Amount(max(0, int64(cur.Fee)-maxShare) + share)
+		}
 		curs = append(curs, cur)
 		gross := int64(cur.Amount + cur.Fee)
-		legs = append(legs, leg{account: cur.AccountID, amount: -gross, release: gross})
+		legs = append(legs, leg{account: cur.AccountID, amount: -gross, release: held})
 		if cur.Fee > 0 {
 			legs = append(legs, leg{account: sys.Fees, amount: int64(cur.Fee)})
 		}
@@ -484,6 +493,16 @@ func (s *Service) journal(ctx context.Context, tx *store.Tx, batchID, walletID s
 		}
 	}
 	return nil
+}
+
+// feeShare is withdrawal i's share of a batch fee split evenly over n: the
+// first fee mod n withdrawals pay one satoshi more, so the shares sum to fee.
+func feeShare(fee int64, n, i int) int64 {
+	share := fee / int64(n)
+	if int64(i) < fee%int64(n) {
+		share++
+	}
+	return share
 }
 
 // outputFor finds the output of final paying w that no other withdrawal

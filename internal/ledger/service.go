@@ -50,8 +50,13 @@ type Config struct {
 	// broadcast (0: never automatically).
 	BumpAfter time.Duration
 	// WithdrawalFee is charged to the customer per withdrawal and credited to
-	// the fees account, which always pays the actual network fee (default 0).
+	// the fees account, which pays the actual network fee (default 0).
 	WithdrawalFee amount.Amount
+	// CustomerPaysNetworkFee charges each withdrawal its share of its
+	// batch's actual network fee (split evenly), at most MaxNetworkFeeShare,
+	// which is held at request; the fees account pays any rest.
+	CustomerPaysNetworkFee bool
+	MaxNetworkFeeShare     amount.Amount
 	// FeeConfTarget is the confirmation target, in blocks, for each fee
 	// priority: low, normal, high (defaults 24, 6, 2).
 	FeeConfTarget map[string]int

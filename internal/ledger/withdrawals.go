@@ -183,7 +183,12 @@ func (s *Service) RequestWithdrawal(ctx context.Context, req WithdrawalRequest, 
 				id, a.WalletID, a.ID, req.Address, req.Amount, req.Priority, t.ID, idem, h, now)
 			return id, err
 		}
+		// The most the customer can be charged on top: the withdrawal fee
+		// and, when customers pay the network fee, its largest share.
 		fee := int64(s.cfg.WithdrawalFee)
+		if s.cfg.CustomerPaysNetworkFee {
+			fee += int64(s.cfg.MaxNetworkFeeShare)
+		}
 		total, err := checkedAdd(int64(req.Amount), fee)
 		if err != nil {
 			return "", err
@@ -246,8 +251,8 @@ func (s *Service) CancelWithdrawal(ctx context.Context, id string) (*Withdrawal,
 // and emits ev.
 func (s *Service) setWithdrawalStatus(ctx context.Context, tx *store.Tx, w *Withdrawal, status, ev string) error {
 	now := time.Now().Unix()
-	if _, err := tx.ExecContext(ctx, `UPDATE withdrawals SET status = $2, batch_id = $3, txid = $4, vout = $5, error = $6, updated_at = $7
-		WHERE id = $1`, w.ID, status, w.BatchID, w.Txid, w.Vout, w.Error, now); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE withdrawals SET status = $2, batch_id = $3, txid = $4, vout = $5, error = $6, fee = $7, updated_at = $8
+		WHERE id = $1`, w.ID, status, w.BatchID, w.Txid, w.Vout, w.Error, w.Fee, now); err != nil {
 		return err
 	}
 	w.Status, w.UpdatedAt = status, unixTime(now)
