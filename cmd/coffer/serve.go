@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer/coffer/internal/api"
@@ -84,7 +87,8 @@ func checkNode(ctx context.Context, client *node.Client, network string) error {
 	return fmt.Errorf("node at %s is on chain %q but chain.network is %q", client.URL(), info.Chain, network)
 }
 
-// serve runs the API server and the follower until ctx ends. ready, if not
+// serve runs the API server, and the follower, wallet service and batcher
+// while this instance leads (see lead), until ctx ends. ready, if not
 // nil, receives the listening address once the server accepts connections.
 func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan<- string) error {
 	params, err := chain.Lookup(chain.Coin(cfg.Chain.Coin), chain.Network(cfg.Chain.Network))
@@ -134,11 +138,13 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		logger.Info("script hook configured", "command", cfg.Hooks.Command, "event_types", []string(cfg.Hooks.EventTypes),
 			"endpoint", webhook.ScriptEndpointID)
 	}
+	leaderState := &leadership{}
+	standby := &standbyView{db: db, node: client}
 	handler := api.NewServer(api.Deps{
 		DB: db, Events: log, Node: client, Version: Version(),
 		Coin: cfg.Chain.Coin, Network: cfg.Chain.Network, ReadyLag: cfg.Follow.ReadyLag, Logger: logger,
-		Chain: follower.Status, Counters: follower.Counters, Wallets: wallets, Custody: custody, Hub: hub,
-		Webhooks: hooks,
+		Chain: func() api.ChainStatus { return leaderState.chainStatus(follower, standby) }, Counters: follower.Counters,
+		Leader: leaderState.leading.Load, Wallets: wallets, Custody: custody, Hub: hub, Webhooks: hooks,
 	})
 
 	ln, err := net.Listen("tcp", cfg.API.Listen)
@@ -160,12 +166,13 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 	}
 
 	followCtx, stopFollow := context.WithCancel(ctx)
-	followDone := make(chan error, 1)
-	go func() { followDone <- follower.Run(followCtx) }()
-	walletsDone := make(chan struct{})
-	go func() { wallets.Run(followCtx); close(walletsDone) }()
-	custodyDone := make(chan struct{})
-	go func() { custody.Run(followCtx); close(custodyDone) }()
+	leaderDone := make(chan struct{})
+	go func() {
+		lead(followCtx, db, logger, leaderState, standby, cfg.Follow.PollInterval.D(), func(ctx context.Context) {
+			runLeaderServices(ctx, follower, wallets, custody, logger)
+		})
+		close(leaderDone)
+	}()
 	go prune(followCtx, db, hooks, logger)
 	hooksDone := make(chan struct{})
 	go func() {
@@ -182,35 +189,20 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		close(hubDone)
 	}()
 
-	followerRunning := true
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		stopFollow()
-		<-followDone
-		<-walletsDone
-		<-custodyDone
+		<-leaderDone
 		<-hooksDone
 		<-hubDone
 		return fmt.Errorf("http server: %w", err)
-	case err := <-followDone:
-		// A halted follower keeps the API up so operators can see why;
-		// /readyz reports it.
-		followerRunning = false
-		if err != nil {
-			logger.Error("follower stopped; API stays up and /readyz reports it", "err", err)
-		}
-		<-ctx.Done()
 	}
 	logger.Info("shutting down")
 	stopFollow()
-	if followerRunning {
-		<-followDone
-	}
-	<-walletsDone
-	<-custodyDone
-	<-hooksDone // attempts in flight are cut short and their leases released
-	<-hubDone   // closes every WebSocket, which Shutdown does not wait for
+	<-leaderDone // the leader's services stop and the lock is released
+	<-hooksDone  // attempts in flight are cut short and their leases released
+	<-hubDone    // closes every WebSocket, which Shutdown does not wait for
 	endRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout.D())
 	defer cancel()
@@ -218,6 +210,198 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger, ready ch
 		return err
 	}
 	return nil
+}
+
+// leaderLockKey is the PostgreSQL advisory lock the leading instance holds
+// for as long as it follows the chain and pays withdrawals. Advisory locks are
+// per database, so instances on different databases never contend. (7316001
+// serialises migrations; 7316002 and 7316003 order event and script ids.)
+const leaderLockKey = 7316004
+
+// leaderRetry is how often an instance that does not lead tries to take the
+// lock; leaderCheck is how often the leader checks that the lock's
+// connection is alive. A dead leader's session ends with its process, so
+// another instance takes over within about leaderRetry.
+var (
+	leaderRetry = 2 * time.Second
+	leaderCheck = time.Second
+)
+
+// leadership records whether this instance leads.
+type leadership struct {
+	leading atomic.Bool
+	mu      sync.Mutex
+	since   time.Time // when this instance last started leading
+}
+
+func (l *leadership) set(leading bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if leading {
+		l.since = time.Now()
+	}
+	l.leading.Store(leading)
+}
+
+// chainStatus is the follower's own view while this instance leads and the
+// follower has refreshed it since; otherwise (another instance leads, or
+// this one has only just taken over) it is the standby view read from the
+// database and the node.
+func (l *leadership) chainStatus(f *follow.Follower, standby *standbyView) follow.Status {
+	l.mu.Lock()
+	leading, since := l.leading.Load(), l.since
+	l.mu.Unlock()
+	if leading {
+		if st := f.Status(); !st.UpdatedAt.Before(since) {
+			return st
+		}
+	}
+	return standby.status()
+}
+
+// lead runs leaderWork while this instance holds the leader lock, until ctx
+// ends. Without the lock it retries every leaderRetry, keeping the standby
+// view fresh meanwhile; when the lock's connection breaks it stops
+// leaderWork (cancelling its context and waiting for it) and goes back to
+// trying. On SQLite the lock is always granted.
+func lead(ctx context.Context, db *store.DB, logger *slog.Logger, state *leadership, standby *standbyView,
+	pollInterval time.Duration, leaderWork func(context.Context)) {
+	announcedStandby := false
+	for ctx.Err() == nil {
+		release, lost, err := db.LeaderLock(ctx, leaderLockKey, leaderCheck)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, store.ErrLockHeld) {
+				if !announcedStandby {
+					logger.Info("another instance leads; serving the API only", "retry_every", leaderRetry)
+					announcedStandby = true
+				}
+			} else {
+				logger.Warn("taking the leader lock failed; retrying", "err", err, "retry_in", leaderRetry)
+			}
+			standby.runFor(ctx, leaderRetry, pollInterval)
+			continue
+		}
+		announcedStandby = false
+		logger.Info("leading: following the chain and paying withdrawals")
+		state.set(true)
+		workCtx, stopWork := context.WithCancel(ctx)
+		workDone := make(chan struct{})
+		go func() { leaderWork(workCtx); close(workDone) }()
+		select {
+		case <-ctx.Done():
+		case <-lost:
+			logger.Error("lost the leader lock (database connection broke); stopping the follower and the batcher")
+		}
+		state.set(false)
+		stopWork()
+		<-workDone
+		release()
+		if ctx.Err() == nil {
+			logger.Info("no longer leading; serving the API only until the lock is taken again")
+		}
+	}
+}
+
+// runLeaderServices runs the services only the leader may run — the chain
+// follower, the wallet service (history recovery, proposal expiry) and the
+// custodial batcher — until ctx ends. A halted follower keeps the rest (and
+// the API) up so operators can see why; /readyz reports it.
+func runLeaderServices(ctx context.Context, follower *follow.Follower, wallets *wallet.Service, custody *ledger.Service,
+	logger *slog.Logger) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := follower.Run(ctx); err != nil {
+			logger.Error("follower stopped; API stays up and /readyz reports it", "err", err)
+		}
+	}()
+	go func() { defer wg.Done(); wallets.Run(ctx) }()
+	go func() { defer wg.Done(); custody.Run(ctx) }()
+	wg.Wait()
+}
+
+// standbyView is the chain status of an instance that does not lead: the
+// synced block comes from the database (chain_cursor, which the leader
+// moves) and the node's tip from the node itself, so /v1/status, /readyz
+// and the chain metrics mean the same on every instance. The mempool size
+// and halted reason are only known to the leader and read as 0 and "".
+type standbyView struct {
+	db   *store.DB
+	node *node.Client
+	mu   sync.Mutex
+	st   follow.Status
+	set  bool
+}
+
+func (v *standbyView) status() follow.Status {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.set {
+		return follow.Status{SyncedHeight: -1}
+	}
+	return v.st
+}
+
+// runFor refreshes the view every interval for d, or until ctx ends.
+func (v *standbyView) runFor(ctx context.Context, d, interval time.Duration) {
+	end := time.Now().Add(d)
+	for {
+		v.refresh(ctx)
+		wait := min(interval, time.Until(end))
+		if wait <= 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (v *standbyView) refresh(ctx context.Context) {
+	v.mu.Lock()
+	st := v.st
+	if !v.set {
+		st.SyncedHeight = -1
+	}
+	v.mu.Unlock()
+	st.LastError, st.MempoolSize = "", 0
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	var h int64
+	var hash string
+	err := v.db.QueryRowContext(dctx, `SELECT height, hash FROM chain_cursor WHERE id = 1`).Scan(&h, &hash)
+	cancel()
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		st.SyncedHeight, st.SyncedHash = -1, ""
+	case err != nil:
+		st.LastError = "reading the chain cursor: " + err.Error()
+	default:
+		st.SyncedHeight, st.SyncedHash = h, hash
+	}
+	nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	info, err := v.node.GetBlockchainInfo(nctx)
+	cancel()
+	if err != nil {
+		st.NodeReachable = false
+		if st.LastError == "" {
+			st.LastError = "asking node for its tip: " + err.Error()
+		}
+	} else {
+		st.NodeReachable, st.NodeHeight, st.NodeHash = true, info.Blocks, info.BestBlockHash
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	st.UpdatedAt = time.Now()
+	v.mu.Lock()
+	v.st, v.set = st, true
+	v.mu.Unlock()
 }
 
 // newCustody builds the custodial ledger. Without a master key it still

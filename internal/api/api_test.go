@@ -266,6 +266,7 @@ func TestStatus(t *testing.T) {
 			"lag":        float64(2),
 			"last_error": "getblock: timeout",
 			"halted":     "",
+			"leader":     true, // a nil Deps.Leader: the only instance leads
 			"updated_at": "2026-01-02T03:04:05Z",
 		}
 		if !jsonEqual(got, want) {
@@ -285,6 +286,18 @@ func TestStatus(t *testing.T) {
 		// Without the node, its height and hash are the follower's last view.
 		if got.Node.Height != 999 || got.Node.Hash != "stale-node-hash" || got.Lag != 999-(info.Blocks-2) {
 			t.Fatalf("body %s", r.body)
+		}
+	})
+
+	t.Run("not leading", func(t *testing.T) {
+		d := deps
+		d.Node = client
+		d.Leader = func() bool { return false }
+		r := newFixture(t, d).do(t, "GET", "/v1/status")
+		var got api.StatusResponse
+		r.decode(t, &got)
+		if r.status != http.StatusOK || got.Leader || got.Synced.Height != info.Blocks-2 {
+			t.Fatalf("status %d body %s", r.status, r.body)
 		}
 	})
 }
@@ -461,6 +474,7 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		"coffer_synced_height 10\n",
 		"coffer_node_height 12\n",
+		"coffer_leader 1\n",
 		"coffer_blocks_applied_total 11\n",
 		"coffer_blocks_disconnected_total 2\n",
 		"coffer_reorgs_total 1\n",

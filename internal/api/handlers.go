@@ -40,7 +40,11 @@ type StatusResponse struct {
 	Lag       int64        `json:"lag"` // node height − synced height
 	LastError string       `json:"last_error"`
 	Halted    string       `json:"halted"`
-	UpdatedAt time.Time    `json:"updated_at,omitzero"` // when the follower last refreshed its view
+	// Leader is whether this instance follows the chain and pays
+	// withdrawals; the others serve the API only and read synced from the
+	// database.
+	Leader    bool      `json:"leader"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"` // when the follower last refreshed its view
 }
 
 // NodeStatus describes the full node. Height and hash come from the node
@@ -140,6 +144,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Synced:    SyncedStatus{Height: chain.SyncedHeight, Hash: chain.SyncedHash},
 		LastError: chain.LastError,
 		Halted:    chain.Halted,
+		Leader:    s.d.Leader(),
 		UpdatedAt: chain.UpdatedAt,
 	}
 	if info, err := s.nodeInfo(r.Context()); err != nil {

@@ -42,9 +42,12 @@ type Deps struct {
 	Node     NodeChecker
 	Chain    func() ChainStatus
 	Counters func() ChainCounters
-	Version  string
-	Coin     string // e.g. "btc"
-	Network  string // e.g. "regtest"
+	// Leader reports whether this instance leads: follows the chain and
+	// pays withdrawals (one instance per database does). Nil means always.
+	Leader  func() bool
+	Version string
+	Coin    string // e.g. "btc"
+	Network string // e.g. "regtest"
 	// ReadyLag is how many blocks the follower may trail the node and still
 	// report ready.
 	ReadyLag int64
@@ -183,6 +186,9 @@ func NewServer(d Deps) *Server {
 	}
 	if d.Counters == nil {
 		d.Counters = func() ChainCounters { return ChainCounters{} }
+	}
+	if d.Leader == nil {
+		d.Leader = func() bool { return true }
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
