@@ -34,6 +34,7 @@ import (
 	"github.com/coffer/coffer/internal/regtest"
 	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
+	"github.com/coffer/coffer/internal/wshub"
 )
 
 var (
@@ -78,11 +79,13 @@ func newWalletEnv(t *testing.T, db *store.DB) *walletEnv {
 	f := follow.New(db, n.Client(), n.Chain(), log, follow.Config{PollInterval: 50 * time.Millisecond}, logger)
 	ws := wallet.New(db, n.Chain(), log, n.Client(), f, wallet.Config{ProposalTTL: time.Hour}, logger)
 	f.SetWatcher(ws)
+	hub := wshub.New(log, db, wshub.Config{}, logger)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); f.Run(ctx) }()
 	go func() { defer wg.Done(); ws.Run(ctx) }()
-	srv := NewServer(Deps{DB: db, Events: log, Node: n.Client(), Chain: f.Status, Wallets: ws, Logger: logger,
+	go func() { defer wg.Done(); hub.Run(ctx) }()
+	srv := NewServer(Deps{DB: db, Events: log, Node: n.Client(), Chain: f.Status, Wallets: ws, Hub: hub, Logger: logger,
 		Coin: "btc", Network: "regtest"})
 	ts := httptest.NewServer(srv)
 	key, _, err := auth.CreateAPIKey(ctx, db, auth.ScopeAdmin, "test")
