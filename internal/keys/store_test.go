@@ -542,101 +542,12 @@ func TestDump(t *testing.T) {
 			}
 		}
 
-		cells := 0
-		for _, table := range tables(t, db) {
-			rows, err := db.QueryContext(testContext(t), `SELECT * FROM `+quoteIdent(table))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cols, err := rows.Columns()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for rows.Next() {
-				vals := make([]any, len(cols))
-				ptrs := make([]any, len(cols))
-				for i := range vals {
-					ptrs[i] = &vals[i]
-				}
-				if err := rows.Scan(ptrs...); err != nil {
-					t.Fatal(err)
-				}
-				for i, v := range vals {
-					var b []byte
-					switch v := v.(type) {
-					case []byte:
-						b = v
-					case string:
-						b = []byte(v)
-					case nil:
-					default:
-						b = fmt.Append(nil, v)
-					}
-					search(table+"."+cols[i], b)
-					cells++
-				}
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			rows.Close()
+		places, cells := storetest.Dump(t, db)
+		for _, p := range places {
+			search(p.Where, p.Data)
 		}
-		if cells < 14 {
-			t.Fatalf("read only %d cells; the dump missed the custody rows", cells)
-		}
-
-		if db.Dialect() == store.SQLite {
-			// The database file and its write-ahead log, byte for byte.
-			var (
-				seq        int
-				name, file string
-			)
-			if err := db.QueryRowContext(testContext(t), `PRAGMA database_list`).Scan(&seq, &name, &file); err != nil {
-				t.Fatal(err)
-			}
-			for _, f := range []string{file, file + "-wal", file + "-shm", file + "-journal"} {
-				data, err := os.ReadFile(f)
-				if errors.Is(err, os.ErrNotExist) {
-					continue
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				search(filepath.Base(f), data)
-			}
+		if cells["custody_secrets"] < 14 {
+			t.Fatalf("the dump read %v: it missed the custody rows", cells)
 		}
 	})
 }
-
-// tables lists every table of the database.
-func tables(t *testing.T, db *store.DB) []string {
-	t.Helper()
-	q := `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`
-	if db.Dialect() == store.Postgres {
-		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name`
-	}
-	rows, err := db.QueryContext(testContext(t), q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	seen := false
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, name)
-		seen = seen || name == "custody_secrets"
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if !seen || len(out) < 5 {
-		t.Fatalf("tables %v: custody_secrets or the other tables are missing", out)
-	}
-	return out
-}
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -3,10 +3,7 @@ package ledger_test
 import (
 	"bytes"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -141,65 +138,13 @@ func TestNoSecretStored(t *testing.T) {
 				}
 			}
 		}
-		cells := map[string]int{}
-		for _, table := range tableNames(t, e) {
-			rows, err := db.QueryContext(ctx, `SELECT * FROM "`+table+`"`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cols, err := rows.Columns()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for rows.Next() {
-				vals := make([]any, len(cols))
-				ptrs := make([]any, len(cols))
-				for i := range vals {
-					ptrs[i] = &vals[i]
-				}
-				if err := rows.Scan(ptrs...); err != nil {
-					t.Fatal(err)
-				}
-				for i, v := range vals {
-					var b []byte
-					switch v := v.(type) {
-					case []byte:
-						b = v
-					case string:
-						b = []byte(v)
-					case nil:
-					default:
-						b = fmt.Append(nil, v)
-					}
-					search(table+"."+cols[i], b)
-					cells[table]++
-				}
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			rows.Close()
+		places, cells := storetest.Dump(t, db)
+		for _, p := range places {
+			search(p.Where, p.Data)
 		}
 		for _, table := range []string{"custody_secrets", "custody_wallets", "custody_batches", "ledger_accounts", "wallets", "events", "withdrawals"} {
 			if cells[table] == 0 {
 				t.Fatalf("the dump read nothing of %s: %v", table, cells)
-			}
-		}
-		if db.Dialect() == store.SQLite {
-			var seq int
-			var name, file string
-			if err := db.QueryRowContext(ctx, `PRAGMA database_list`).Scan(&seq, &name, &file); err != nil {
-				t.Fatal(err)
-			}
-			for _, f := range []string{file, file + "-wal", file + "-shm", file + "-journal"} {
-				data, err := os.ReadFile(f)
-				if errors.Is(err, os.ErrNotExist) {
-					continue
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				search(filepath.Base(f), data)
 			}
 		}
 	})
@@ -217,32 +162,6 @@ func addKey(t *testing.T, needles map[string][]byte, name string, k *hdkeychain.
 	needles[name] = b
 	needles[name+" hex"] = []byte(hex.EncodeToString(b))
 	needles[name+" xprv"] = []byte(k.String())
-}
-
-// tableNames lists every table of the database.
-func tableNames(t *testing.T, e *env) []string {
-	t.Helper()
-	q := `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`
-	if e.db.Dialect() == store.Postgres {
-		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name`
-	}
-	rows, err := e.db.QueryContext(e.ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, name)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func mainnetParams(t *testing.T) *chain.Params {

@@ -8,9 +8,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,4 +98,89 @@ func NewPostgresDSN(t testing.TB) string {
 	})
 	u.Path = "/" + name
 	return u.String()
+}
+
+// Place is one piece of what a database holds: a cell ("table.column") or,
+// for SQLite, one of its files.
+type Place struct {
+	Where string
+	Data  []byte
+}
+
+// Dump reads everything db holds, for tests that look for what must never
+// be stored: every cell of every table as bytes (other values as text),
+// and for SQLite the database file, its write-ahead log and journal byte
+// for byte. cells counts the cells read per table.
+func Dump(t testing.TB, db *store.DB) (places []Place, cells map[string]int) {
+	t.Helper()
+	ctx := context.Background()
+	q := `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`
+	if db.Dialect() == store.Postgres {
+		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name`
+	}
+	rows, err := db.QueryContext(ctx, q)
+	tables, err := store.Collect(rows, err, func(r interface{ Scan(...any) error }) (string, error) {
+		var name string
+		return name, r.Scan(&name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cells = map[string]int{}
+	for _, table := range tables {
+		rows, err := db.QueryContext(ctx, `SELECT * FROM "`+strings.ReplaceAll(table, `"`, `""`)+`"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, err := rows.Columns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range vals {
+				var b []byte
+				switch v := v.(type) {
+				case []byte:
+					b = v
+				case string:
+					b = []byte(v)
+				case nil:
+				default:
+					b = fmt.Append(nil, v)
+				}
+				places = append(places, Place{Where: table + "." + cols[i], Data: b})
+				cells[table]++
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+	}
+	if db.Dialect() == store.SQLite {
+		var seq int
+		var name, file string
+		if err := db.QueryRowContext(ctx, `PRAGMA database_list`).Scan(&seq, &name, &file); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{file, file + "-wal", file + "-shm", file + "-journal"} {
+			data, err := os.ReadFile(f)
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			places = append(places, Place{Where: filepath.Base(f), Data: data})
+		}
+	}
+	return places, cells
 }
