@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
@@ -112,24 +111,11 @@ func (s *Service) ListAccounts(ctx context.Context, walletID string, f AccountFi
 	if _, err := s.GetWallet(ctx, walletID); err != nil {
 		return nil, err
 	}
-	if f.Limit == 0 {
-		f.Limit = 100
+	q, args, err := pageQuery(`SELECT `+accountCols+` FROM ledger_accounts`, f.After, f.Limit,
+		"wallet_id", walletID, "kind", f.Kind, "external_id", f.ExternalID)
+	if err != nil {
+		return nil, err
 	}
-	if f.Limit < 1 || f.Limit > 1000 {
-		return nil, errorf(ErrInvalid, "limit must be between 1 and 1000")
-	}
-	q := `SELECT ` + accountCols + ` FROM ledger_accounts WHERE wallet_id = $1 AND id > $2`
-	args := []any{walletID, f.After}
-	if f.Kind != "" {
-		args = append(args, f.Kind)
-		q += ` AND kind = $3`
-	}
-	if f.ExternalID != "" {
-		args = append(args, f.ExternalID)
-		q += ` AND external_id = $` + strconv.Itoa(len(args))
-	}
-	args = append(args, f.Limit)
-	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	return store.Collect(rows, err, scanAccount)
 }

@@ -138,29 +138,40 @@ type DepositFilter struct {
 
 // ListDeposits pages deposits.
 func (s *Service) ListDeposits(ctx context.Context, f DepositFilter) ([]*Deposit, error) {
-	if f.Limit == 0 {
-		f.Limit = 100
-	}
-	if f.Limit < 1 || f.Limit > 1000 {
-		return nil, errorf(ErrInvalid, "limit must be between 1 and 1000")
-	}
 	switch f.Status {
 	case "", DepositPending, DepositCredited, DepositProcessed, DepositRemoved:
 	default:
 		return nil, errorf(ErrInvalid, "status must be pending, credited, processed or removed")
 	}
-	q := `SELECT ` + depositCols + ` FROM deposits WHERE id > $1`
-	args := []any{f.After}
-	for _, c := range []struct{ col, val string }{{"wallet_id", f.WalletID}, {"account_id", f.AccountID}, {"status", f.Status}} {
-		if c.val != "" {
-			args = append(args, c.val)
-			q += ` AND ` + c.col + ` = $` + strconv.Itoa(len(args))
-		}
+	q, args, err := pageQuery(`SELECT `+depositCols+` FROM deposits`, f.After, f.Limit,
+		"wallet_id", f.WalletID, "account_id", f.AccountID, "status", f.Status)
+	if err != nil {
+		return nil, err
 	}
-	args = append(args, f.Limit)
-	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	return store.Collect(rows, err, scanDeposit)
+}
+
+// pageQuery completes a list query: rows whose id follows after, where each
+// given column (pairs of column, value) equals its value unless the value
+// is empty, by id, at most limit (default 100, at most 1000).
+func pageQuery(base, after string, limit int, filters ...string) (string, []any, error) {
+	if limit == 0 {
+		limit = 100
+	}
+	if limit < 1 || limit > 1000 {
+		return "", nil, errorf(ErrInvalid, "limit must be between 1 and 1000")
+	}
+	q := base + ` WHERE id > $1`
+	args := []any{after}
+	for i := 0; i+1 < len(filters); i += 2 {
+		if filters[i+1] != "" {
+			args = append(args, filters[i+1])
+			q += ` AND ` + filters[i] + ` = $` + strconv.Itoa(len(args))
+		}
+	}
+	args = append(args, limit)
+	return q + ` ORDER BY id LIMIT $` + strconv.Itoa(len(args)), args, nil
 }
 
 // AckDeposit marks a credited deposit processed: the application has acted

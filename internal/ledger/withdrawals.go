@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/coffer/coffer/internal/amount"
@@ -101,23 +100,11 @@ type WithdrawalFilter struct {
 
 // ListWithdrawals pages withdrawals.
 func (s *Service) ListWithdrawals(ctx context.Context, f WithdrawalFilter) ([]*Withdrawal, error) {
-	if f.Limit == 0 {
-		f.Limit = 100
+	q, args, err := pageQuery(`SELECT `+withdrawalCols+` FROM withdrawals`, f.After, f.Limit,
+		"wallet_id", f.WalletID, "account_id", f.AccountID, "status", f.Status, "batch_id", f.BatchID)
+	if err != nil {
+		return nil, err
 	}
-	if f.Limit < 1 || f.Limit > 1000 {
-		return nil, errorf(ErrInvalid, "limit must be between 1 and 1000")
-	}
-	q := `SELECT ` + withdrawalCols + ` FROM withdrawals WHERE id > $1`
-	args := []any{f.After}
-	for _, c := range []struct{ col, val string }{{"wallet_id", f.WalletID}, {"account_id", f.AccountID},
-		{"status", f.Status}, {"batch_id", f.BatchID}} {
-		if c.val != "" {
-			args = append(args, c.val)
-			q += ` AND ` + c.col + ` = $` + strconv.Itoa(len(args))
-		}
-	}
-	args = append(args, f.Limit)
-	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	return store.Collect(rows, err, scanWithdrawal)
 }
