@@ -123,21 +123,21 @@ func (s *Service) cursor(ctx context.Context) (int64, error) {
 	}
 	err = s.db.InTx(ctx, func(tx *store.Tx) error {
 		var queued, after sql.NullInt64
-		var last int64
 		if err := tx.QueryRowContext(ctx, `SELECT MAX(event_id) FROM webhook_deliveries WHERE origin = 'event'`).Scan(&queued); err != nil {
 			return err
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT MIN(after_event_id) FROM webhook_endpoints`).Scan(&after); err != nil {
 			return err
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM events`).Scan(&last); err != nil {
+		last, err := lastEventID(ctx, tx)
+		if err != nil {
 			return err
 		}
 		start := last
 		if after.Valid {
 			start = max(after.Int64, queued.Int64)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_cursor (id, last_event_id, updated_at) VALUES (1, $1, $2)
+		_, err = tx.ExecContext(ctx, `INSERT INTO webhook_cursor (id, last_event_id, updated_at) VALUES (1, $1, $2)
 			ON CONFLICT (id) DO NOTHING`, start, time.Now().Unix())
 		return err
 	})
@@ -157,23 +157,17 @@ type fanOutEndpoint struct {
 func enabledEndpoints(ctx context.Context, q querier) ([]fanOutEndpoint, error) {
 	rows, err := q.QueryContext(ctx, `SELECT id, COALESCE(wallet_id, ''), event_types, after_event_id
 		FROM webhook_endpoints WHERE enabled ORDER BY id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []fanOutEndpoint
-	for rows.Next() {
+	return store.Collect(rows, err, func(row interface{ Scan(...any) error }) (fanOutEndpoint, error) {
 		var e fanOutEndpoint
 		var types string
-		if err := rows.Scan(&e.id, &e.wallet, &types, &e.after); err != nil {
-			return nil, err
+		if err := row.Scan(&e.id, &e.wallet, &types, &e.after); err != nil {
+			return e, err
 		}
 		if err := json.Unmarshal([]byte(types), &e.types); err != nil {
-			return nil, fmt.Errorf("webhook: endpoint %s: event_types: %w", e.id, err)
+			return e, fmt.Errorf("webhook: endpoint %s: event_types: %w", e.id, err)
 		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, nil
+	})
 }
 
 // insertDeliveries adds pending deliveries, a few hundred rows per
@@ -272,19 +266,11 @@ func (s *Service) heads(ctx context.Context) ([]head, error) {
 		JOIN webhook_deliveries d ON d.id = h.id
 		JOIN webhook_endpoints e ON e.id = d.endpoint_id
 		WHERE e.enabled`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []head
-	for rows.Next() {
+	return store.Collect(rows, err, func(row interface{ Scan(...any) error }) (head, error) {
 		var h head
-		if err := rows.Scan(&h.endpoint, &h.nextMS, &h.lockedUntil); err != nil {
-			return nil, err
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
+		err := row.Scan(&h.endpoint, &h.nextMS, &h.lockedUntil)
+		return h, err
+	})
 }
 
 // ---- one endpoint ----

@@ -123,20 +123,8 @@ func (s *Service) Deliveries(ctx context.Context, endpointID string, f DeliveryF
 	args = append(args, f.Limit)
 	q += ` ORDER BY d.id DESC LIMIT $` + itoa(len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
+	out, err := store.Collect(rows, err, scanDelivery)
 	if err != nil {
-		return nil, err
-	}
-	out := []*Delivery{}
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	return out, s.fillAttempts(ctx, out)

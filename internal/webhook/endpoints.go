@@ -130,8 +130,8 @@ func (s *Service) Create(ctx context.Context, r EndpointRequest) (*Endpoint, err
 		// Later events only. In one SERIALIZABLE transaction with the
 		// insert, so a concurrent fan-out either sees this endpoint or
 		// covered only events up to here.
-		var last int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM events`).Scan(&last); err != nil {
+		last, err := lastEventID(ctx, tx)
+		if err != nil {
 			return err
 		}
 		now := time.Now().Unix()
@@ -140,7 +140,7 @@ func (s *Service) Create(ctx context.Context, r EndpointRequest) (*Endpoint, err
 			id, u, types, nullString(r.WalletID), r.Description, enabled, last, now); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_secrets (secret, endpoint_id, created_at) VALUES ($1, $2, $3)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO webhook_secrets (secret, endpoint_id, created_at) VALUES ($1, $2, $3)`,
 			secret, id, now)
 		return err
 	})
@@ -170,19 +170,8 @@ func (s *Service) Get(ctx context.Context, id string) (*Endpoint, error) {
 // List returns every endpoint, oldest first (by created_at, then id).
 func (s *Service) List(ctx context.Context) ([]*Endpoint, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+endpointCols+` FROM webhook_endpoints ORDER BY created_at, id`)
+	out, err := store.Collect(rows, err, scanEndpoint)
 	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []*Endpoint{}
-	for rows.Next() {
-		e, err := scanEndpoint(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	return out, s.fillSecrets(ctx, out)
@@ -290,11 +279,7 @@ func (s *Service) Update(ctx context.Context, id string, r EndpointUpdate) (*End
 			if *r.Enabled && !enabled {
 				resumed = true
 				sets = append(sets, "failing_since = NULL")
-				// Resume where the queue stands: the oldest pending
-				// delivery may be waiting hours for its next retry.
-				if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET next_attempt_ms = $1, updated_at = $2
-					WHERE endpoint_id = $3 AND status = 'pending' AND next_attempt_ms > $1`,
-					now.UnixMilli(), now.Unix(), id); err != nil {
+				if err := resumeQueue(ctx, tx, id, now); err != nil {
 					return err
 				}
 			}
@@ -485,3 +470,21 @@ func checkWallet(ctx context.Context, q querier, walletID string) error {
 }
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// resumeQueue makes an endpoint's pending deliveries due now, so a
+// re-enabled endpoint resumes where its queue stands: the oldest pending
+// delivery may be waiting hours for its next retry.
+func resumeQueue(ctx context.Context, tx *store.Tx, endpoint string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET next_attempt_ms = $1, updated_at = $2
+		WHERE endpoint_id = $3 AND status = 'pending' AND next_attempt_ms > $1`,
+		now.UnixMilli(), now.Unix(), endpoint)
+	return err
+}
+
+// lastEventID returns the id of the newest event, or 0, read in q (inside
+// the caller's transaction, unlike events.Log.LastID).
+func lastEventID(ctx context.Context, q querier) (int64, error) {
+	var id int64
+	err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM events`).Scan(&id)
+	return id, err
+}

@@ -106,11 +106,11 @@ func (s *Service) SyncScript(ctx context.Context) error {
 		err := tx.QueryRowContext(ctx, `SELECT enabled, disabled_reason FROM webhook_endpoints WHERE id = $1`,
 			ScriptEndpointID).Scan(&enabled, &reason)
 		if errors.Is(err, sql.ErrNoRows) {
-			var last int64
-			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM events`).Scan(&last); err != nil {
+			last, err := lastEventID(ctx, tx)
+			if err != nil {
 				return err
 			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, event_types, description, enabled,
+			_, err = tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, event_types, description, enabled,
 				after_event_id, created_at, updated_at) VALUES ($1, $2, $3, $4, TRUE, $5, $6, $6)`,
 				ScriptEndpointID, sc.Command, types, "script hook (hooks.command in the configuration)", last, now.Unix())
 			return err
@@ -137,10 +137,7 @@ func (s *Service) SyncScript(ctx context.Context) error {
 			failing_since = NULL WHERE id = $1`, ScriptEndpointID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE webhook_deliveries SET next_attempt_ms = $1, updated_at = $2
-			WHERE endpoint_id = $3 AND status = 'pending' AND next_attempt_ms > $1`,
-			now.UnixMilli(), now.Unix(), ScriptEndpointID)
-		return err
+		return resumeQueue(ctx, tx, ScriptEndpointID, now)
 	})
 	if err != nil {
 		return err

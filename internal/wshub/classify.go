@@ -234,8 +234,7 @@ func jsonString(s string) string {
 	return string(b)
 }
 
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
 // likeEscape escapes LIKE's wildcards with a backslash.
-func likeEscape(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	return r.Replace(s)
-}
+func likeEscape(s string) string { return likeEscaper.Replace(s) }
