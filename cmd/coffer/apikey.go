@@ -112,18 +112,7 @@ func openAPIKeyStore(ctx context.Context, configPath string) (*store.DB, error) 
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(ctx, cfg.Database.DSN)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Database.MaxAttempts > 0 {
-		db.MaxAttempts = cfg.Database.MaxAttempts
-	}
-	if _, err := db.Migrate(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
+	return openKeysDB(ctx, cfg)
 }
 
 func apikeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -22,7 +22,6 @@ import (
 	"github.com/coffer/coffer/internal/config"
 	"github.com/coffer/coffer/internal/keys"
 	"github.com/coffer/coffer/internal/regtest"
-	"github.com/coffer/coffer/internal/store"
 	"github.com/coffer/coffer/internal/wallet"
 )
 
@@ -108,15 +107,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
-	db, err := store.Open(ctx, cfg.Database.DSN)
+	db, err := openKeysDB(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	var apiKey string
-	_, err = db.Migrate(ctx)
-	if err == nil {
-		apiKey, _, err = auth.CreateAPIKey(ctx, db, auth.ScopeAdmin, "demo")
-	}
+	apiKey, _, err := auth.CreateAPIKey(ctx, db, auth.ScopeAdmin, "demo")
 	db.Close()
 	if err != nil {
 		return err

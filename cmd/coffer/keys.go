@@ -60,22 +60,15 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coffer keys: unknown subcommand %q\n\n%s", args[0], keysUsage)
 		return 2
 	}
-	var usage *keysUsageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
+	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
-	case errors.As(err, &usage):
-		fmt.Fprintf(stderr, "coffer keys %s: %v\n", args[0], err)
-		return 2
 	}
 	fmt.Fprintf(stderr, "coffer keys %s: %v\n", args[0], err)
+	if errors.As(err, new(*usageError)) {
+		return 2
+	}
 	return 1
 }
-
-// keysUsageError is a command-line mistake: exit code 2.
-type keysUsageError struct{ msg string }
-
-func (e *keysUsageError) Error() string { return e.msg }
 
 // keysFlags returns a flag set whose errors print the keys usage.
 func keysFlags(name string, stderr io.Writer) *flag.FlagSet {
@@ -91,10 +84,10 @@ func parseKeysFlags(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return &keysUsageError{err.Error()}
+		return &usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return &keysUsageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return usageErr("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }
@@ -131,7 +124,7 @@ func masterKeyFlags(fs *flag.FlagSet) (file, env *string) {
 func masterKeyProvider(file, env string, c config.Custody) (keys.Provider, error) {
 	switch {
 	case file != "" && env != "":
-		return nil, &keysUsageError{"give -master-key-file or -master-key-env, not both"}
+		return nil, &usageError{"give -master-key-file or -master-key-env, not both"}
 	case file != "":
 		return keys.FileProvider(file), nil
 	case env != "":
@@ -140,7 +133,7 @@ func masterKeyProvider(file, env string, c config.Custody) (keys.Provider, error
 	if p := configuredKeys(c); p != nil {
 		return p, nil
 	}
-	return nil, &keysUsageError{"-master-key-file or -master-key-env is required (or custody.master_key_file in the configuration)"}
+	return nil, &usageError{"-master-key-file or -master-key-env is required (or custody.master_key_file in the configuration)"}
 }
 
 func keysRotateMaster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -216,8 +209,8 @@ func keysRotateMaster(ctx context.Context, args []string, stdout, stderr io.Writ
 	return nil
 }
 
-// openKeysDB loads the configuration, opens the database and applies any
-// pending migrations, as `coffer migrate` does.
+// openKeysDB opens the configured database and applies any pending
+// migrations, as `coffer migrate` does.
 func openKeysDB(ctx context.Context, cfg config.Config) (*store.DB, error) {
 	db, err := store.Open(ctx, cfg.Database.DSN)
 	if err != nil {

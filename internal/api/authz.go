@@ -12,6 +12,9 @@ import (
 
 type principalKey struct{}
 
+// accessScopes is the API key scope each route access level needs.
+var accessScopes = map[access]auth.Scope{readAccess: auth.ScopeRead, writeAccess: auth.ScopeWrite, adminAccess: auth.ScopeAdmin}
+
 // authorize checks the request's credential against the route and answers
 // 401 or 403 itself when it falls short.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route) bool {
@@ -33,7 +36,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route) boo
 		writeError(w, status, code, err.Error())
 		return false
 	}
-	need := map[access]auth.Scope{readAccess: auth.ScopeRead, writeAccess: auth.ScopeWrite, adminAccess: auth.ScopeAdmin}[rt.access]
+	need := accessScopes[rt.access]
 	switch {
 	case p.Kind == auth.KindWalletToken && !rt.wallet && !rt.tokens:
 		writeError(w, http.StatusForbidden, CodeForbidden, "a wallet token may only be used on its own wallet's routes (/v1/wallets/{id}/…)")

@@ -45,6 +45,12 @@ func (s *Server) custody(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "the custodial ledger is not running on this server")
 		return false
 	}
+	return noNUL(w, r)
+}
+
+// noNUL answers 400 when the request's path or a query value holds a NUL
+// character, which PostgreSQL can neither store nor compare.
+func noNUL(w http.ResponseWriter, r *http.Request) bool {
 	bad := strings.ContainsRune(r.URL.Path, 0)
 	for _, vs := range r.URL.Query() {
 		for _, v := range vs {

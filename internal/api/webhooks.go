@@ -18,7 +18,6 @@ package api
 import (
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/coffer/coffer/internal/webhook"
 )
@@ -46,17 +45,7 @@ func (s *Server) webhooks(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "webhook delivery is not running on this server")
 		return false
 	}
-	bad := strings.ContainsRune(r.URL.Path, 0)
-	for _, vs := range r.URL.Query() {
-		for _, v := range vs {
-			bad = bad || strings.ContainsRune(v, 0)
-		}
-	}
-	if bad {
-		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "path and query values must not contain NUL characters")
-		return false
-	}
-	return true
+	return noNUL(w, r)
 }
 
 func (s *Server) handleCreateWebhook(w http.ResponseWriter, r *http.Request) {
