@@ -319,22 +319,16 @@ func (f *Follower) repeatConfirmed(ctx context.Context, tx *store.Tx, tip int64)
 	rows, err := tx.QueryContext(ctx, `SELECT txid, block_height, block_hash FROM txs
 		WHERE status = 'confirmed' AND block_height BETWEEN $1 AND $2
 		ORDER BY block_height DESC, block_pos`, tip-f.cfg.ConfirmationsMax+1, tip-1)
-	if err != nil {
-		return err
-	}
-	var reps []map[string]any
-	for rows.Next() {
+	reps, err := store.Collect(rows, err, func(r interface{ Scan(...any) error }) (map[string]any, error) {
 		var txid, hash string
 		var height int64
-		if err := rows.Scan(&txid, &height, &hash); err != nil {
-			rows.Close()
-			return err
+		if err := r.Scan(&txid, &height, &hash); err != nil {
+			return nil, err
 		}
-		reps = append(reps, map[string]any{"txid": txid, "status": "confirmed", "block_height": height,
-			"block_hash": hash, "confirmations": tip - height + 1})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		return map[string]any{"txid": txid, "status": "confirmed", "block_height": height,
+			"block_hash": hash, "confirmations": tip - height + 1}, nil
+	})
+	if err != nil {
 		return err
 	}
 	for _, data := range reps {

@@ -221,19 +221,11 @@ func (s *Store) RotateMaster(ctx context.Context) (n int, err error) {
 func (s *Store) ownersNotUnder(ctx context.Context, id, after string) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT owner_id FROM custody_secrets
 		WHERE master_key_id <> $1 AND owner_id > $2 ORDER BY owner_id LIMIT $3`, id, after, rotateBatch)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
+	return store.Collect(rows, err, func(r interface{ Scan(...any) error }) (string, error) {
 		var o string
-		if err := rows.Scan(&o); err != nil {
-			return nil, err
-		}
-		out = append(out, o)
-	}
-	return out, rows.Err()
+		err := r.Scan(&o)
+		return o, err
+	})
 }
 
 // rewrap moves one owner's data key under current; it reports false when the

@@ -48,20 +48,16 @@ func (s *Service) Changed(ctx context.Context, tx *store.Tx, c follow.Change) er
 		// Coinbase outputs that mature with this block change balances.
 		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT w.wallet_id FROM txs t JOIN wallet_txs w ON w.txid = t.txid
 			WHERE t.coinbase AND t.block_height = $1`, c.Connected-int64(s.params.CoinbaseMaturity)+1)
+		ids, err := store.Collect(rows, err, func(r interface{ Scan(...any) error }) (string, error) {
+			var id string
+			err := r.Scan(&id)
+			return id, err
+		})
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
+		for _, id := range ids {
 			touched[id] = struct{}{}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
 		}
 	}
 	for id := range touched {
@@ -91,20 +87,12 @@ func (s *Service) repeatConfirmed(ctx context.Context, tx *store.Tx, tip int64) 
 		FROM txs t JOIN wallet_txs w ON w.txid = t.txid JOIN wallets ws ON ws.id = w.wallet_id
 		WHERE t.status = 'confirmed' AND t.block_height BETWEEN $1 AND $2 AND w.status = 'confirmed' AND ws.status = $3
 		ORDER BY t.block_height DESC, t.block_pos, w.wallet_id`, tip-s.cfg.ConfirmationsMax+1, tip-1, StatusReady)
-	if err != nil {
-		return err
-	}
-	var reps []repeat
-	for rows.Next() {
+	reps, err := store.Collect(rows, err, func(sc interface{ Scan(...any) error }) (repeat, error) {
 		var r repeat
-		if err := rows.Scan(&r.walletID, &r.txid, &r.received, &r.sent, &r.height); err != nil {
-			rows.Close()
-			return err
-		}
-		reps = append(reps, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		err := sc.Scan(&r.walletID, &r.txid, &r.received, &r.sent, &r.height)
+		return r, err
+	})
+	if err != nil {
 		return err
 	}
 	for _, r := range reps {
@@ -255,6 +243,11 @@ const liveUnspent = `t.status IN ('mempool', 'confirmed') AND NOT EXISTS (
 		SELECT 1 FROM tx_spends s JOIN txs st ON st.txid = s.txid
 		WHERE s.prev_txid = o.txid AND s.prev_vout = o.vout AND st.status IN ('mempool', 'confirmed'))`
 
+// insertUTXOs inserts wallet_utxos rows from a wallet address a, the output o
+// paying it and o's transaction t; the caller adds FROM and WHERE.
+const insertUTXOs = `INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
+	SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase`
+
 // RebuildUTXOs recomputes a wallet's wallet_utxos rows from the output
 // history: for tools that write chain data in bulk rather than through the
 // follower.
@@ -262,8 +255,7 @@ func RebuildUTXOs(ctx context.Context, tx *store.Tx, walletID string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM wallet_utxos WHERE wallet_id = $1`, walletID); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
-		SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase
+	_, err := tx.ExecContext(ctx, insertUTXOs+`
 		FROM wallet_addresses a JOIN tx_outputs o ON o.script = a.script JOIN txs t ON t.txid = o.txid
 		WHERE a.wallet_id = $1 AND `+liveUnspent, walletID)
 	return err
@@ -277,12 +269,10 @@ func refreshUTXOs(ctx context.Context, tx *store.Tx, txid string) error {
 		`DELETE FROM wallet_utxos WHERE txid = $1`,
 		`DELETE FROM wallet_utxos WHERE EXISTS (SELECT 1 FROM tx_spends sp
 			WHERE sp.txid = $1 AND sp.prev_txid = wallet_utxos.txid AND sp.prev_vout = wallet_utxos.vout)`,
-		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
-			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase
+		insertUTXOs + `
 			FROM tx_outputs o JOIN wallet_addresses a ON a.script = o.script JOIN txs t ON t.txid = o.txid
 			WHERE o.txid = $1 AND ` + liveUnspent,
-		`INSERT INTO wallet_utxos (wallet_id, txid, vout, amount, branch, idx, address, height, coinbase)
-			SELECT a.wallet_id, o.txid, o.vout, o.amount, a.branch, a.idx, a.address, t.block_height, t.coinbase
+		insertUTXOs + `
 			FROM tx_spends sp JOIN tx_outputs o ON o.txid = sp.prev_txid AND o.vout = sp.prev_vout
 			JOIN wallet_addresses a ON a.script = o.script JOIN txs t ON t.txid = o.txid
 			WHERE sp.txid = $1 AND ` + liveUnspent,
