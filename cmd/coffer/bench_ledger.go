@@ -824,32 +824,18 @@ type ledgerAPI struct {
 	inflight sync.WaitGroup // requests being handled
 }
 
-// apiTransfer is one transfer in the body of POST /v1/transfers and
-// /v1/transfers/batch.
-type apiTransfer struct {
-	From   string        `json:"from"`
-	To     string        `json:"to"`
-	Amount amount.Amount `json:"amount"`
-	Memo   string        `json:"memo,omitempty"`
-}
-
+// apiBody is the body of POST /v1/transfers, or of /v1/transfers/batch
+// when batch is set: ledger.TransferRequest is the API's transfer object.
 func (e *ledgerEnv) apiBody(rng *mrand.Rand, hot, batch bool) []byte {
-	one := func() apiTransfer {
-		r := e.request(rng, hot)
-		return apiTransfer{From: r.From, To: r.To, Amount: r.Amount}
+	if !batch {
+		b, _ := json.Marshal(e.request(rng, hot))
+		return b
 	}
-	var v any = one()
-	if batch {
-		ts := make([]apiTransfer, e.o.batch)
-		ts[0] = v.(apiTransfer)
-		for i := 1; i < len(ts); i++ {
-			ts[i] = one()
-		}
-		v = struct {
-			Transfers []apiTransfer `json:"transfers"`
-		}{ts}
+	ts := make([]ledger.TransferRequest, e.o.batch)
+	for i := range ts {
+		ts[i] = e.request(rng, hot)
 	}
-	b, _ := json.Marshal(v)
+	b, _ := json.Marshal(map[string][]ledger.TransferRequest{"transfers": ts})
 	return b
 }
 
@@ -884,12 +870,12 @@ func (e *ledgerEnv) apiReady(ctx context.Context, path string) string {
 	if path == "api-batch" {
 		route, n = "/v1/transfers/batch", 2
 		r1, r2 := e.request(rng, false), e.request(rng, false)
-		body, _ = json.Marshal(map[string][]apiTransfer{"transfers": {
-			{From: r1.From, To: r1.To, Amount: r1.Amount, Memo: "bench probe"},
-			{From: r2.From, To: r2.To, Amount: r2.Amount, Memo: "bench probe"}}})
+		r1.Memo, r2.Memo = "bench probe", "bench probe"
+		body, _ = json.Marshal(map[string][]ledger.TransferRequest{"transfers": {r1, r2}})
 	} else {
 		r := e.request(rng, false)
-		body, _ = json.Marshal(apiTransfer{From: r.From, To: r.To, Amount: r.Amount, Memo: "bench probe"})
+		r.Memo = "bench probe"
+		body, _ = json.Marshal(r)
 	}
 	status, code, msg, err := e.api.post(ctx, route, "bench/probe"+route, body)
 	reason := ""

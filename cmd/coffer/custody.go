@@ -234,25 +234,17 @@ func auditWithNode(ctx context.Context, cfg config.Config, db *store.DB, r *ledg
 			WHERE a.wallet_id = $1 AND NOT EXISTS (SELECT 1 FROM tx_spends sp JOIN txs st ON st.txid = sp.txid
 				WHERE sp.prev_txid = o.txid AND sp.prev_vout = o.vout AND st.status = 'confirmed')
 			ORDER BY o.txid, o.vout`, wa.WalletID)
-		if err != nil {
-			return err
-		}
 		type output struct {
 			txid   string
 			vout   uint32
 			amount int64
 		}
-		var outs []output
-		for rows.Next() {
+		outs, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (output, error) {
 			var o output
-			if err := rows.Scan(&o.txid, &o.vout, &o.amount); err != nil {
-				rows.Close()
-				return err
-			}
-			outs = append(outs, o)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			err := row.Scan(&o.txid, &o.vout, &o.amount)
+			return o, err
+		})
+		if err != nil {
 			return err
 		}
 		var counted, missing int64

@@ -150,19 +150,11 @@ func (s *Service) Entries(ctx context.Context, accountID string, before int64, l
 	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.transfer_id, t.kind, t.ref, t.memo, p.amount, p.balance_after, p.created_at
 		FROM ledger_postings p JOIN ledger_transfers t ON t.id = p.transfer_id
 		WHERE p.account_id = $1 AND p.id < $2 ORDER BY p.id DESC LIMIT $3`, accountID, before, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Entry{}
-	for rows.Next() {
+	return store.Collect(rows, err, func(row interface{ Scan(...any) error }) (Entry, error) {
 		var e Entry
 		var created int64
-		if err := rows.Scan(&e.ID, &e.TransferID, &e.Kind, &e.Ref, &e.Memo, &e.Amount, &e.BalanceAfter, &created); err != nil {
-			return nil, err
-		}
+		err := row.Scan(&e.ID, &e.TransferID, &e.Kind, &e.Ref, &e.Memo, &e.Amount, &e.BalanceAfter, &created)
 		e.CreatedAt = unixTime(created)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, err
+	})
 }

@@ -77,20 +77,12 @@ func (s *Service) audit(ctx context.Context, tx *store.Tx, r *AuditReport) error
 		COALESCE((SELECT SUM(w.amount + w.fee) FROM withdrawals w WHERE w.account_id = a.id AND w.status = 'queued'), 0),
 		COALESCE((SELECT SUM(d.amount) FROM deposits d WHERE d.account_id = a.id AND d.status = 'pending'), 0)
 		FROM ledger_accounts a ORDER BY a.wallet_id, a.id`)
-	if err != nil {
-		return err
-	}
-	var accts []acct
-	for rows.Next() {
+	accts, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (acct, error) {
 		var a acct
-		if err := rows.Scan(&a.id, &a.wallet, &a.kind, &a.balance, &a.held, &a.pending, &a.flagged, &a.postings, &a.queued, &a.deposits); err != nil {
-			rows.Close()
-			return err
-		}
-		accts = append(accts, a)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		err := row.Scan(&a.id, &a.wallet, &a.kind, &a.balance, &a.held, &a.pending, &a.flagged, &a.postings, &a.queued, &a.deposits)
+		return a, err
+	})
+	if err != nil {
 		return err
 	}
 	r.Accounts = len(accts)
@@ -178,19 +170,7 @@ func (s *Service) audit(ctx context.Context, tx *store.Tx, r *AuditReport) error
 
 func walletIDsOf(ctx context.Context, q querier) ([]string, error) {
 	rows, err := q.QueryContext(ctx, `SELECT id FROM custody_wallets ORDER BY created_at, id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return store.Collect(rows, err, scanString)
 }
 
 // holdings returns the value of a wallet's confirmed outputs that no
@@ -280,20 +260,8 @@ func (s *Service) Rescan(ctx context.Context, walletID string, from int64) (int,
 		JOIN wallet_addresses a ON a.wallet_id = ca.wallet_id AND a.branch = ca.branch AND a.idx = ca.idx
 		JOIN tx_outputs o ON o.script = a.script
 		WHERE ca.wallet_id = $1 AND NOT EXISTS (SELECT 1 FROM deposits d WHERE d.txid = o.txid AND d.vout = o.vout)`, walletID)
+	txids, err := store.Collect(rows, err, scanString)
 	if err != nil {
-		return 0, err
-	}
-	var txids []string
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		txids = append(txids, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, err
 	}
 	var found int

@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
@@ -71,18 +70,17 @@ func (s *Service) GetBatch(ctx context.Context, id string) (*Batch, error) {
 	}
 	b.CreatedAt, b.UpdatedAt = unixTime(created), unixTime(updated)
 	rows, err := s.db.QueryContext(ctx, `SELECT txid FROM custody_batch_txs WHERE batch_id = $1 ORDER BY created_at, fee`, id)
-	if err != nil {
+	if b.Versions, err = store.Collect(rows, err, scanString); err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			return nil, err
-		}
-		b.Versions = append(b.Versions, t)
-	}
-	return b, rows.Err()
+	return b, nil
+}
+
+// scanString reads a row of one text column.
+func scanString(row interface{ Scan(...any) error }) (string, error) {
+	var v string
+	err := row.Scan(&v)
+	return v, err
 }
 
 // Run pays queued withdrawals until ctx ends: every BatchInterval, and as
@@ -120,21 +118,13 @@ func (s *Service) releaseOrphanProposals(ctx context.Context) error {
 	rows, err := s.db.QueryContext(ctx, `SELECT p.wallet_id, p.id FROM wallet_proposals p
 		JOIN custody_wallets c ON c.id = p.wallet_id
 		WHERE p.status = 'open' AND NOT EXISTS (SELECT 1 FROM custody_batches b WHERE b.proposal_id = p.id)`)
-	if err != nil {
-		return err
-	}
 	type orphan struct{ wallet, id string }
-	var orphans []orphan
-	for rows.Next() {
+	orphans, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (orphan, error) {
 		var o orphan
-		if err := rows.Scan(&o.wallet, &o.id); err != nil {
-			rows.Close()
-			return err
-		}
-		orphans = append(orphans, o)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		err := row.Scan(&o.wallet, &o.id)
+		return o, err
+	})
+	if err != nil {
 		return err
 	}
 	for _, o := range orphans {
@@ -300,23 +290,10 @@ func (s *Service) isBatching(id string) bool {
 // payable lists up to BatchMaxCount queued withdrawals of the wallet, oldest
 // first, leaving out those of accounts below zero.
 func (s *Service) payable(ctx context.Context, walletID string) ([]*Withdrawal, error) {
-	cols := "w." + strings.ReplaceAll(withdrawalCols, ", ", ", w.")
-	rows, err := s.db.QueryContext(ctx, `SELECT `+cols+` FROM withdrawals w JOIN ledger_accounts a ON a.id = w.account_id
+	rows, err := s.db.QueryContext(ctx, `SELECT `+prefixCols("w", withdrawalCols)+` FROM withdrawals w JOIN ledger_accounts a ON a.id = w.account_id
 		WHERE w.wallet_id = $1 AND w.status = 'queued' AND a.balance - a.held >= 0
 		ORDER BY w.created_at, w.id LIMIT $2`, walletID, s.cfg.BatchMaxCount)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Withdrawal
-	for rows.Next() {
-		w, err := scanWithdrawal(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanWithdrawal)
 }
 
 // unspendable lists the hot wallet's outputs a batch must not spend:
@@ -327,23 +304,15 @@ func (s *Service) payable(ctx context.Context, walletID string) ([]*Withdrawal, 
 // confirms: a second transaction spending its inputs would conflict with it.
 func (s *Service) unspendable(ctx context.Context, walletID string) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT txid, vout FROM deposits WHERE wallet_id = $1 AND status = 'pending'`, walletID)
+	out, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (string, error) {
+		var txid string
+		var vout int64
+		err := row.Scan(&txid, &vout)
+		return fmt.Sprintf("%s:%d", txid, vout), err
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var txid string
-		var vout int64
-		if err := rows.Scan(&txid, &vout); err != nil {
-			return nil, err
-		}
-		out = append(out, fmt.Sprintf("%s:%d", txid, vout))
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows.Close()
 	raws, err := s.db.QueryContext(ctx, `SELECT id, raw FROM custody_batches WHERE wallet_id = $1 AND status IN ('signed', 'broadcast')`, walletID)
 	if err != nil {
 		return nil, err
@@ -531,18 +500,14 @@ func (s *Service) broadcastBatch(ctx context.Context, batchID string, final *wir
 	if bErr != nil {
 		// Keep it journaled: it is sent again at the next tick. Say why once.
 		return errors.Join(bErr, s.db.InTx(ctx, func(tx *store.Tx) error {
-			var prev string
-			if err := tx.QueryRowContext(ctx, `SELECT error FROM custody_batches WHERE id = $1`, batchID).Scan(&prev); err != nil {
+			var prev, walletID string
+			if err := tx.QueryRowContext(ctx, `SELECT error, wallet_id FROM custody_batches WHERE id = $1`, batchID).Scan(&prev, &walletID); err != nil {
 				return err
 			}
 			if prev == bErr.Error() {
 				return nil
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE custody_batches SET error = $2, updated_at = $3 WHERE id = $1`, batchID, bErr.Error(), now); err != nil {
-				return err
-			}
-			var walletID string
-			if err := tx.QueryRowContext(ctx, `SELECT wallet_id FROM custody_batches WHERE id = $1`, batchID).Scan(&walletID); err != nil {
 				return err
 			}
 			return s.alert(ctx, tx, walletID, "batch_not_broadcast", "batch "+batchID+" could not be broadcast: "+bErr.Error(),
@@ -600,24 +565,16 @@ func (s *Service) rebroadcast(ctx context.Context) error {
 	rows, err := s.db.QueryContext(ctx, `SELECT b.id, b.raw FROM custody_batches b LEFT JOIN txs t ON t.txid = b.txid
 		WHERE b.status = 'signed' OR (b.status = 'broadcast' AND (t.status IS NULL OR t.status NOT IN ('mempool', 'confirmed')))
 		ORDER BY b.created_at`)
-	if err != nil {
-		return err
-	}
 	type pending struct {
 		id  string
 		raw []byte
 	}
-	var ps []pending
-	for rows.Next() {
+	ps, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (pending, error) {
 		var p pending
-		if err := rows.Scan(&p.id, &p.raw); err != nil {
-			rows.Close()
-			return err
-		}
-		ps = append(ps, p)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		err := row.Scan(&p.id, &p.raw)
+		return p, err
+	})
+	if err != nil {
 		return err
 	}
 	for _, p := range ps {
@@ -864,24 +821,16 @@ func (s *Service) BumpBatch(ctx context.Context, batchID string, feeRate int64) 
 func (s *Service) bumpStuck(ctx context.Context) error {
 	cutoff := time.Now().Add(-s.cfg.BumpAfter).Unix()
 	rows, err := s.db.QueryContext(ctx, `SELECT id, fee_rate FROM custody_batches WHERE status = 'broadcast' AND broadcast_at < $1`, cutoff)
-	if err != nil {
-		return err
-	}
 	type stuck struct {
 		id   string
 		rate int64
 	}
-	var ss []stuck
-	for rows.Next() {
+	ss, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (stuck, error) {
 		var st stuck
-		if err := rows.Scan(&st.id, &st.rate); err != nil {
-			rows.Close()
-			return err
-		}
-		ss = append(ss, st)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		err := row.Scan(&st.id, &st.rate)
+		return st, err
+	})
+	if err != nil {
 		return err
 	}
 	for _, st := range ss {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coffer/coffer/internal/amount"
@@ -62,21 +63,13 @@ func (s *Service) DepositAddresses(ctx context.Context, accountID string) ([]Dep
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT address, wallet_id, idx, created_at FROM custody_addresses
 		WHERE account_id = $1 ORDER BY created_at, idx`, accountID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []DepositAddress{}
-	for rows.Next() {
+	return store.Collect(rows, err, func(row interface{ Scan(...any) error }) (DepositAddress, error) {
 		d := DepositAddress{AccountID: accountID}
 		var created int64
-		if err := rows.Scan(&d.Address, &d.WalletID, &d.Index, &created); err != nil {
-			return nil, err
-		}
+		err := row.Scan(&d.Address, &d.WalletID, &d.Index, &created)
 		d.CreatedAt = unixTime(created)
-		out = append(out, d)
-	}
-	return out, rows.Err()
+		return d, err
+	})
 }
 
 // Deposit is an output paying a deposit address.
@@ -254,54 +247,38 @@ func (s *Service) depositsOf(ctx context.Context, tx *store.Tx, txid string, tip
 	if err != nil {
 		return err
 	}
-	existing := map[uint32]*Deposit{}
 	rows, err := tx.QueryContext(ctx, `SELECT `+depositCols+` FROM deposits WHERE txid = $1`, txid)
+	ds, err := store.Collect(rows, err, scanDeposit)
 	if err != nil {
 		return err
 	}
-	for rows.Next() {
-		d, err := scanDeposit(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		existing[d.Vout] = d
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
 	if !live {
-		for _, d := range existing {
+		for _, d := range ds {
 			if err := s.removeDeposit(ctx, tx, d); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
+	existing := map[uint32]*Deposit{}
+	for _, d := range ds {
+		existing[d.Vout] = d
+	}
 	type paid struct {
 		vout                       uint32
 		amount                     int64
 		account, walletID, address string
 	}
-	var outs []paid
 	rows, err = tx.QueryContext(ctx, `SELECT o.vout, o.amount, ca.account_id, ca.wallet_id, ca.address FROM tx_outputs o
 		JOIN wallet_addresses a ON a.script = o.script
 		JOIN custody_addresses ca ON ca.wallet_id = a.wallet_id AND ca.branch = a.branch AND ca.idx = a.idx
 		WHERE o.txid = $1 AND o.amount > 0`, txid)
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
+	outs, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (paid, error) {
 		var p paid
-		if err := rows.Scan(&p.vout, &p.amount, &p.account, &p.walletID, &p.address); err != nil {
-			rows.Close()
-			return err
-		}
-		outs = append(outs, p)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		err := row.Scan(&p.vout, &p.amount, &p.account, &p.walletID, &p.address)
+		return p, err
+	})
+	if err != nil {
 		return err
 	}
 	now := time.Now().Unix()
@@ -338,6 +315,20 @@ func (s *Service) depositsOf(ctx context.Context, tx *store.Tx, txid string, tip
 	return nil
 }
 
+// prefixCols qualifies each of a comma-separated column list with alias.
+func prefixCols(alias, cols string) string {
+	return alias + "." + strings.ReplaceAll(cols, ", ", ", "+alias+".")
+}
+
+// scanWith scans a row into a scanner's own columns and then into extra:
+// for a query selecting more columns after those a scan function reads.
+type scanWith struct {
+	row   interface{ Scan(...any) error }
+	extra []any
+}
+
+func (s scanWith) Scan(dest ...any) error { return s.row.Scan(append(dest, s.extra...)...) }
+
 // addPending changes an account's pending incoming total.
 func addPending(ctx context.Context, tx *store.Tx, accountID string, delta int64) error {
 	_, err := tx.ExecContext(ctx, `UPDATE ledger_accounts SET pending_in = pending_in + $2 WHERE id = $1`, accountID, delta)
@@ -371,30 +362,27 @@ func (s *Service) countConfirmations(ctx context.Context, tx *store.Tx, tip, dis
 	if disconnected == 0 {
 		disconnected = 1 << 62
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+depositCols+` FROM deposits
-		WHERE status = 'pending' OR (status IN ('credited', 'processed') AND (confirmations < $1 OR block_height >= $2))
-		ORDER BY id`, s.cfg.TrackConfirmations, disconnected)
+	// Each deposit comes with its transaction's height (NULL when it is in
+	// no block or unknown), read in the same query.
+	type counted struct {
+		d      *Deposit
+		height sql.NullInt64
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+prefixCols("d", depositCols)+`, t.block_height FROM deposits d
+		LEFT JOIN txs t ON t.txid = d.txid
+		WHERE d.status = 'pending' OR (d.status IN ('credited', 'processed') AND (d.confirmations < $1 OR d.block_height >= $2))
+		ORDER BY d.id`, s.cfg.TrackConfirmations, disconnected)
+	cs, err := store.Collect(rows, err, func(row interface{ Scan(...any) error }) (counted, error) {
+		var c counted
+		var err error
+		c.d, err = scanDeposit(scanWith{row, []any{&c.height}})
+		return c, err
+	})
 	if err != nil {
 		return err
 	}
-	var ds []*Deposit
-	for rows.Next() {
-		d, err := scanDeposit(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		ds = append(ds, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, d := range ds {
-		_, height, err := txState(ctx, tx, d.Txid)
-		if err != nil {
-			return err
-		}
+	for _, c := range cs {
+		d, height := c.d, c.height
 		conf, bh := int64(0), (*int64)(nil)
 		if height.Valid {
 			conf, bh = min(tip-height.Int64+1, s.cfg.TrackConfirmations), &height.Int64

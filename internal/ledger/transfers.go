@@ -219,20 +219,8 @@ func (s *Service) transfersFrom(ctx context.Context, id string) ([]*Transfer, er
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT t.id FROM ledger_transfers t JOIN ledger_postings p ON p.transfer_id = t.id
 		WHERE t.ref = $1 GROUP BY t.id ORDER BY MIN(p.id)`, first.Ref)
+	ids, err := store.Collect(rows, err, scanString)
 	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for rows.Next() {
-		var tid string
-		if err := rows.Scan(&tid); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, tid)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	out := make([]*Transfer, 0, len(ids))
